@@ -1,0 +1,64 @@
+"""jaxmaml: gradient-based meta-learning in JAX.
+
+The public API: the inner loop (``make_adapt``), algorithms as records of pure
+functions (``maml``), the meta-training step (``make_meta_step``), and
+evaluation (``evaluate``, ``mean_confidence_interval``).
+"""
+
+from jaxmaml.adapt import InnerLR
+from jaxmaml.adapt import make_adapt
+from jaxmaml.base import AdaptFn
+from jaxmaml.base import Batch
+from jaxmaml.base import LossFn
+from jaxmaml.base import MetaLearner
+from jaxmaml.base import Metrics
+from jaxmaml.base import Params
+from jaxmaml.base import Task
+from jaxmaml.base import TaskGradFn
+from jaxmaml.base import TaskLossFn
+from jaxmaml.evaluation import adaptation_curve
+from jaxmaml.evaluation import evaluate
+from jaxmaml.evaluation import mean_confidence_interval
+from jaxmaml.losses import cross_entropy_loss
+from jaxmaml.losses import mse_loss
+from jaxmaml.maml import maml
+from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml.models import MLP
+from jaxmaml.models import apply_fn
+from jaxmaml.tasks import check_tasks
+from jaxmaml.tasks import map_tasks
+from jaxmaml.training import MetaTrainState
+from jaxmaml.training import init_train_state
+from jaxmaml.training import make_meta_step
+from jaxmaml.training import meta_gradient
+
+__version__ = '0.1.0'
+
+__all__ = (
+    'AdaptFn',
+    'Batch',
+    'InnerLR',
+    'LossFn',
+    'MLP',
+    'MetaLearner',
+    'MetaTrainState',
+    'Metrics',
+    'Params',
+    'Task',
+    'TaskGradFn',
+    'TaskLossFn',
+    'adaptation_curve',
+    'apply_fn',
+    'check_tasks',
+    'cross_entropy_loss',
+    'evaluate',
+    'init_train_state',
+    'make_adapt',
+    'make_meta_step',
+    'map_tasks',
+    'maml',
+    'mean_confidence_interval',
+    'meta_gradient',
+    'mse_loss',
+    'task_loss_from_adapt',
+)

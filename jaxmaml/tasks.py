@@ -1,0 +1,117 @@
+"""Mapping per-task functions over a meta-batch, and checking meta-batches.
+
+Every per-task function of a ``MetaLearner`` is written for one task. This
+module maps it over the leading task axis of a meta-batch. The way tasks are
+mapped is a choice because it matters for speed and correctness on some
+backends: ``vmap`` turns per-task convolution weights into grouped
+convolutions, which XLA:CPU runs slowly; ``map`` and ``loop`` process tasks one
+at a time (``map`` with ``batch_size`` vmaps chunks of tasks).
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmaml import base
+
+TASK_MAPS = ('vmap', 'map', 'loop')
+
+
+def check_task_map(task_map: str, batch_size: int | None = None) -> None:
+  """Raises a ValueError for an unknown ``task_map`` or a bad ``batch_size``."""
+  if task_map not in TASK_MAPS:
+    raise ValueError(f'task_map must be one of {TASK_MAPS}, got {task_map!r}.')
+  if batch_size is not None:
+    if task_map != 'map':
+      raise ValueError(
+          "batch_size (tasks vmapped per chunk) only applies to task_map='map', "
+          f'got task_map={task_map!r}.')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+      raise ValueError(f'batch_size must be a positive int or None, got {batch_size!r}.')
+
+
+def map_tasks(
+    fn: Callable[[base.Task], Any],
+    tasks: base.Task,
+    *,
+    task_map: str = 'vmap',
+    batch_size: int | None = None,
+) -> Any:
+  """Applies a per-task function to every task of a meta-batch.
+
+  Args:
+    fn: ``fn(task) -> pytree`` for one task.
+    tasks: a meta-batch, every leaf shaped ``[num_tasks, n, ...]``.
+    task_map: ``'vmap'`` (one batched computation), ``'map'``
+      (``lax.map``: a loop in the compiled program, ``batch_size`` tasks
+      vmapped per iteration), or ``'loop'`` (a Python loop traced once: every
+      task becomes its own copy of the computation, which compiles slower and
+      can run faster on CPU).
+    batch_size: with ``task_map='map'``, how many tasks to vmap per iteration.
+
+  Returns:
+    The outputs of ``fn`` stacked along a new leading ``[num_tasks]`` axis.
+  """
+  check_task_map(task_map, batch_size)
+  if task_map == 'vmap':
+    return jax.vmap(fn)(tasks)
+  if task_map == 'map':
+    return jax.lax.map(fn, tasks, batch_size=batch_size)
+  num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+  outs = [fn(jax.tree_util.tree_map(lambda x: x[i], tasks)) for i in range(num_tasks)]
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+
+
+def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
+  """Checks that ``tasks`` is a well-formed meta-batch; returns ``num_tasks``.
+
+  A meta-batch is a ``Task`` whose support and query have the same pytree
+  structure; every leaf has shape ``[num_tasks, n, ...]`` with one
+  ``num_tasks`` for all leaves, one ``n`` for all support leaves and one for
+  all query leaves, and matching trailing (feature) shapes between a support
+  leaf and its query counterpart.
+
+  Raises:
+    TypeError, ValueError: naming ``name`` and the offending leaf.
+  """
+  if not isinstance(tasks, base.Task):
+    raise TypeError(
+        f'{name} must be a jaxmaml.Task(support=..., query=...), got '
+        f'{type(tasks).__name__}.')
+  s_def = jax.tree_util.tree_structure(tasks.support)
+  q_def = jax.tree_util.tree_structure(tasks.query)
+  if s_def != q_def:
+    raise ValueError(
+        f'{name}.support and {name}.query must have the same structure, got '
+        f'{s_def} and {q_def}.')
+  s_leaves = jax.tree_util.tree_leaves_with_path(tasks.support)
+  q_leaves = jax.tree_util.tree_leaves(tasks.query)
+  if not s_leaves:
+    raise ValueError(f'{name}.support has no arrays.')
+  num_tasks = None
+  examples = {}
+  for (path, s), q in zip(s_leaves, q_leaves):
+    where = jax.tree_util.keystr(path)
+    for part, x in (('support', s), ('query', q)):
+      shape = np.shape(x)
+      if len(shape) < 2:
+        raise ValueError(
+            f'{name}.{part}{where} must have shape [num_tasks, num_examples, '
+            f'...], got {shape}.')
+      num_tasks = shape[0] if num_tasks is None else num_tasks
+      if shape[0] != num_tasks:
+        raise ValueError(
+            f'{name}.{part}{where} has {shape[0]} tasks on axis 0, other '
+            f'leaves have {num_tasks}.')
+      n = examples.setdefault(part, shape[1])
+      if shape[1] != n:
+        raise ValueError(
+            f'{name}.{part}{where} has {shape[1]} examples on axis 1, other '
+            f'{part} leaves have {n}.')
+    if np.shape(s)[2:] != np.shape(q)[2:]:
+      raise ValueError(
+          f'{name}.support{where} has example shape {np.shape(s)[2:]} but '
+          f'{name}.query{where} has {np.shape(q)[2:]}.')
+  return num_tasks

@@ -1,0 +1,127 @@
+"""The meta-training step: mean outer gradient over a meta-batch + an Optax update."""
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmaml import base
+from jaxmaml import tasks as tasks_lib
+
+
+class MetaTrainState(NamedTuple):
+  """Everything that changes during meta-training.
+
+  Attributes:
+    params: the meta-parameters (e.g. a Flax ``params`` collection).
+    opt_state: the Optax state of the outer optimizer.
+    step: number of meta-steps taken, an int32 scalar.
+  """
+
+  params: base.Params
+  opt_state: optax.OptState
+  step: jax.Array
+
+
+def init_train_state(
+    params: base.Params, optimizer: optax.GradientTransformation
+) -> MetaTrainState:
+  """Builds the initial ``MetaTrainState`` for ``params``."""
+  return MetaTrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
+
+
+MetaStepFn = Callable[[MetaTrainState, base.Task], tuple[MetaTrainState, base.Metrics]]
+
+
+def meta_gradient(
+    learner: base.MetaLearner,
+    params: base.Params,
+    tasks: base.Task,
+    *,
+    task_map: str = 'vmap',
+    batch_size: int | None = None,
+) -> tuple[base.Params, base.Metrics]:
+  """Mean outer gradient over a meta-batch, and per-task metrics.
+
+  Args:
+    learner: the algorithm.
+    params: meta-parameters.
+    tasks: a meta-batch, leaves ``[num_tasks, n, ...]``.
+    task_map, batch_size: how tasks are mapped, see ``jaxmaml.map_tasks``.
+
+  Returns:
+    ``(grads, metrics)``: ``grads`` has the structure of ``params``; every
+    metric has a leading ``[num_tasks]`` axis.
+  """
+  grads, metrics = tasks_lib.map_tasks(
+      functools.partial(learner.task_grad, params),
+      tasks,
+      task_map=task_map,
+      batch_size=batch_size,
+  )
+  return jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads), metrics
+
+
+def make_meta_step(
+    learner: base.MetaLearner,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    task_map: str = 'vmap',
+    batch_size: int | None = None,
+    jit: bool = True,
+    donate: bool = False,
+) -> MetaStepFn:
+  """Builds ``meta_step(state, tasks) -> (state, metrics)``.
+
+  The step averages ``learner.task_grad`` over the tasks of the meta-batch and
+  applies ``optimizer``. It is jitted once here: calling it repeatedly with
+  meta-batches of the same shapes does not retrace. The meta-batch is checked
+  (``jaxmaml.check_tasks``) on every call, before any compute.
+
+  Args:
+    learner: the algorithm, e.g. ``jaxmaml.maml(...)``.
+    optimizer: the outer optimizer; ``optax.adam(1e-3)`` when None.
+    task_map: ``'vmap'``, ``'map'`` or ``'loop'``, see ``jaxmaml.map_tasks``.
+    batch_size: tasks vmapped per iteration with ``task_map='map'``.
+    jit: compile the step with ``jax.jit`` (False is for debugging).
+    donate: donate the input state's buffers to the output (saves memory; the
+      state passed in must not be used again).
+
+  Returns:
+    ``meta_step(state, tasks)``; ``metrics`` are per task (leading
+    ``[num_tasks]`` axis).
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxmaml import maml, make_meta_step, init_train_state, Task
+    >>> loss = lambda w, batch: jnp.mean((batch[0] * w - batch[1]) ** 2)
+    >>> learner = maml(loss, inner_lr=0.1, num_steps=1)
+    >>> optimizer = optax.sgd(0.1)
+    >>> state = init_train_state(jnp.array(0.0), optimizer)
+    >>> tasks = Task(support=(jnp.ones((2, 5)), jnp.ones((2, 5))),
+    ...              query=(jnp.ones((2, 5)), jnp.ones((2, 5))))
+    >>> state, metrics = make_meta_step(learner, optimizer)(state, tasks)
+    >>> metrics['loss'].shape
+    (2,)
+  """
+  tasks_lib.check_task_map(task_map, batch_size)
+  if optimizer is None:
+    optimizer = optax.adam(1e-3)
+
+  def step(state: MetaTrainState, tasks: base.Task):
+    grads, metrics = meta_gradient(
+        learner, state.params, tasks, task_map=task_map, batch_size=batch_size)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return MetaTrainState(params, opt_state, state.step + 1), metrics
+
+  if jit:
+    step = jax.jit(step, donate_argnums=(0,) if donate else ())
+
+  def meta_step(state: MetaTrainState, tasks: base.Task):
+    tasks_lib.check_tasks(tasks)
+    return step(state, tasks)
+
+  return meta_step
