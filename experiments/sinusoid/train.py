@@ -122,9 +122,16 @@ def train(
 
 
 def summarize_curve(losses: jax.Array) -> dict:
-  """``[num_tasks, num_steps + 1]`` per-task MSE -> mean and 95% CI per step."""
-  stats = [jaxmaml.mean_confidence_interval(col) for col in np.asarray(losses).T]
-  return {'mse_mean': [m for m, _ in stats], 'mse_ci95': [c for _, c in stats]}
+  """``[num_tasks, num_steps + 1]`` per-task MSE -> statistics per step.
+
+  Mean and 95% CI as papers report them, plus the median and the number of
+  tasks whose fine-tuning diverged (non-finite MSE), which a mean hides.
+  """
+  losses = np.asarray(losses, np.float64)
+  stats = [jaxmaml.mean_confidence_interval(col) for col in losses.T]
+  return {'mse_mean': [m for m, _ in stats], 'mse_ci95': [c for _, c in stats],
+          'mse_median': np.median(losses, axis=0).tolist(),
+          'num_diverged': (~np.isfinite(losses)).sum(axis=0).tolist()}
 
 
 def tune_fine_tune_lr(loss_fn, params, val_tasks, config: Config) -> tuple[float, dict]:
@@ -194,9 +201,13 @@ def plot_curves(results: dict, config: Config, path: str) -> None:
       ax.plot(steps, mean, 'o-', color=color,
               label='MAML' if method == 'maml' else 'pretrained')
       ax.fill_between(steps, mean - ci, mean + ci, color=color, alpha=0.2)
-    ax.set(title=f'{name}, {config.num_test_tasks} test tasks (95% CI)',
-           xlabel='number of gradient steps', ylabel='mean squared error')
-    ax.set_ylim(bottom=0)
+    title = f'{name}, {config.num_test_tasks} test tasks (95% CI)'
+    diverged = max(res['maml']['num_diverged'] + res['pretrained']['num_diverged'])
+    if diverged:
+      title += f'\n(up to {diverged} diverged task(s): mean off the chart)'
+    ax.set(title=title, xlabel='number of gradient steps', ylabel='mean squared error')
+    top = max(res[m]['mse_mean'][0] + res[m]['mse_ci95'][0] for m in ('maml', 'pretrained'))
+    ax.set_ylim(0, 1.15 * top)
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -223,7 +234,7 @@ def plot_predictions(trained: dict, config: Config, path: str, num_tasks: int = 
       support = jax.tree_util.tree_map(lambda x: x[i], tasks.support)
       truth = waves.amplitude[i] * jnp.sin(x_grid - waves.phase[i])
       ax.plot(x_grid, truth, 'k-', lw=2, label='ground truth')
-      ax.plot(support[0], support[1], 'k^', ms=8, label=f'{shots} points used')
+      ax.plot(support[0], support[1], 'k^', ms=8, label='K points used')
       curves = [('maml', 0, 'tab:red', ':', 'MAML, pre-update'),
                 ('maml', 1, 'tab:red', '--', 'MAML, 1 grad step'),
                 ('maml', config.eval_inner_steps, 'tab:red', '-',

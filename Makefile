@@ -1,0 +1,33 @@
+# make run   : set up a local virtualenv and run the sinusoid experiment (no download)
+# make test  : set up the virtualenv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install run run-full test test-slow bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(PY) -m experiments.sinusoid.main
+
+run-full: install
+	$(PY) -m experiments.sinusoid.main --full --workdir runs/sinusoid_full
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) -m benchmarks.sinusoid_orders
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

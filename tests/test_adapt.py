@@ -1,0 +1,122 @@
+"""The inner loop against an unrolled Python-loop reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmaml
+from tests.utils import rel_l2, task, tiny_regression
+
+TOL = 1e-5  # float32, relative L2: scan and the Python loop do the same ops.
+
+
+def reference_adapt(loss_fn, params, support, rates, first_order=False, tree_lr=None):
+  """Plain Python loop of gradient steps: the oracle for ``make_adapt``."""
+  losses = []
+  for rate in rates:
+    loss, grads = jax.value_and_grad(loss_fn)(params, support)
+    if first_order:
+      grads = jax.lax.stop_gradient(grads)
+    if tree_lr is None:
+      params = jax.tree_util.tree_map(lambda p, g: p - rate * g, params, grads)
+    else:
+      params = jax.tree_util.tree_map(lambda p, a, g: p - a * g, params, tree_lr, grads)
+    losses.append(loss)
+  return params, jnp.stack(losses)
+
+
+def query_loss(loss_fn, adapt, params, t):
+  return loss_fn(adapt(params, t.support)[0], t.query)
+
+
+@pytest.fixture(scope='module')
+def problem():
+  loss_fn, params, tasks = tiny_regression(jax.random.key(0))
+  return loss_fn, params, task(tasks, 0)
+
+
+@pytest.mark.parametrize('use_jit, unroll', [(True, None), (True, 1), (False, 1)])
+@pytest.mark.parametrize('remat', [False, True])
+@pytest.mark.parametrize('first_order', [False, True])
+@pytest.mark.parametrize('num_steps', [1, 3, 5])
+def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unroll, use_jit):
+  loss_fn, params, t = problem
+  adapt = jaxmaml.make_adapt(loss_fn, inner_lr=0.05, num_steps=num_steps,
+                             first_order=first_order, remat=remat, unroll=unroll)
+  ref = lambda p, s: reference_adapt(loss_fn, p, s, [0.05] * num_steps, first_order)
+  maybe_jit = jax.jit if use_jit else (lambda f: f)
+
+  adapted, losses = maybe_jit(adapt)(params, t.support)
+  ref_adapted, ref_losses = jax.jit(ref)(params, t.support)
+  assert rel_l2(adapted, ref_adapted) < TOL
+  np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
+  assert losses.shape == (num_steps,)
+
+  meta_grad = maybe_jit(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)
+  ref_grad = jax.jit(jax.grad(lambda p: query_loss(loss_fn, ref, p, t)))(params)
+  assert rel_l2(meta_grad, ref_grad) < TOL
+
+
+def test_first_order_differs_from_second_order(problem):
+  loss_fn, params, t = problem
+  grads = {}
+  for first_order in (False, True):
+    adapt = jaxmaml.make_adapt(loss_fn, inner_lr=0.1, num_steps=3, first_order=first_order)
+    grads[first_order] = jax.jit(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)
+  assert rel_l2(grads[True], grads[False]) > 1e-3
+
+
+def test_schedule_array_and_callable(problem):
+  loss_fn, params, t = problem
+  rates = [0.1, 0.05, 0.02]
+  schedule = optax.linear_schedule(0.1, 0.0, transition_steps=4)  # 0.1, 0.075, 0.05
+  for inner_lr, expected in ((jnp.array(rates), rates), (schedule, [0.1, 0.075, 0.05])):
+    adapt = jaxmaml.make_adapt(loss_fn, inner_lr=inner_lr, num_steps=3)
+    ref = lambda p, s: reference_adapt(loss_fn, p, s, expected)
+    assert rel_l2(adapt(params, t.support)[0], ref(params, t.support)[0]) < TOL
+    g = jax.jit(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)
+    g_ref = jax.jit(jax.grad(lambda p: query_loss(loss_fn, ref, p, t)))(params)
+    assert rel_l2(g, g_ref) < TOL
+
+
+def test_per_parameter_learning_rates(problem):
+  loss_fn, params, t = problem
+  tree_lr = jax.tree_util.tree_map(
+      lambda p: jax.random.uniform(jax.random.key(p.size), p.shape, maxval=0.1), params)
+  adapt = jaxmaml.make_adapt(loss_fn, inner_lr=tree_lr, num_steps=2)
+  ref = lambda p, s: reference_adapt(loss_fn, p, s, [None] * 2, tree_lr=tree_lr)
+  assert rel_l2(adapt(params, t.support)[0], ref(params, t.support)[0]) < TOL
+
+  # Rates are differentiable inputs (Meta-SGD learns them).
+  def loss_of_rates(rates):
+    adapt = jaxmaml.make_adapt(loss_fn, inner_lr=rates, num_steps=2)
+    return query_loss(loss_fn, adapt, params, t)
+
+  rate_grad = jax.jit(jax.grad(loss_of_rates))(tree_lr)
+  ref_rate_grad = jax.jit(jax.grad(lambda r: loss_fn(
+      reference_adapt(loss_fn, params, t.support, [None] * 2, tree_lr=r)[0], t.query)))(tree_lr)
+  assert rel_l2(rate_grad, ref_rate_grad) < TOL
+  assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree_util.tree_leaves(rate_grad))
+
+
+def test_scalar_per_parameter_tree_equals_scalar(problem):
+  loss_fn, params, t = problem
+  tree_lr = jax.tree_util.tree_map(lambda p: 0.05, params)
+  a = jaxmaml.make_adapt(loss_fn, inner_lr=tree_lr, num_steps=2)(params, t.support)[0]
+  b = jaxmaml.make_adapt(loss_fn, inner_lr=0.05, num_steps=2)(params, t.support)[0]
+  assert rel_l2(a, b) < TOL
+
+
+def test_has_aux_loss():
+  def loss_fn(w, batch):
+    loss = jnp.mean((batch[0] * w - batch[1]) ** 2)
+    return loss, {'double': 2 * loss}
+
+  batch = (jnp.arange(4.0), jnp.ones(4))
+  adapt = jaxmaml.make_adapt(loss_fn, inner_lr=0.1, num_steps=2, has_aux=True)
+  plain = jaxmaml.make_adapt(lambda w, b: loss_fn(w, b)[0], inner_lr=0.1, num_steps=2)
+  (w, losses), (w_ref, losses_ref) = adapt(0.0, batch), plain(0.0, batch)
+  np.testing.assert_allclose(w, w_ref)
+  np.testing.assert_allclose(losses, losses_ref)
