@@ -17,7 +17,12 @@ def test_sinusoid_orders_quick(tmp_path):
   assert {(r['variant'], r['inner_steps']) for r in rows} == {
       (v, n) for v in sinusoid_orders.VARIANTS for n in (1, 2)}
   for r in rows:
-    for key in ('compile_s', 'step_s_median', 'tasks_per_s', 'flops_per_step'):
+    keys = ['compile_s', 'step_s_median', 'tasks_per_s']
+    if r['inner_loop'] == 'unrolled':
+      keys.append('flops_per_step')
+    else:
+      assert r['flops_per_step'] is None
+    for key in keys:
       assert math.isfinite(r[key]) and r[key] > 0, (key, r)
     lo, hi = r['step_s_iqr']
     assert 0 < lo <= r['step_s_median'] <= hi

@@ -8,20 +8,14 @@ import pytest
 
 import jaxmaml
 from jaxmaml.data import sinusoid
-from tests.utils import tiny_regression
+from tests.utils import counting, tiny_regression
 
 
 @pytest.fixture
 def counted():
   """A loss function that records every call (trace), and its problem."""
   loss_fn, params, tasks = tiny_regression(jax.random.key(0))
-  calls = []
-
-  def counting_loss(p, batch):
-    calls.append(1)
-    return loss_fn(p, batch)
-
-  return counting_loss, params, tasks, calls
+  return (*counting(loss_fn), params, tasks)
 
 
 @pytest.mark.parametrize('num_steps, error', [
@@ -48,7 +42,7 @@ def test_inner_lr(inner_lr, error, match):
 
 
 def test_per_parameter_inner_lr_must_match_params(counted):
-  loss_fn, params, tasks, calls = counted
+  loss_fn, calls, params, tasks = counted
   support = jax.tree_util.tree_map(lambda x: x[0], tasks.support)
   wrong_structure = {'Dense_0': jax.tree_util.tree_map(lambda p: 0.1, params['Dense_0'])}
   with pytest.raises(ValueError, match='inner_lr .*structure'):
@@ -101,7 +95,7 @@ MESSAGES = {
 
 @pytest.mark.parametrize('case', list(MESSAGES))
 def test_malformed_tasks_in_meta_step_and_evaluate(counted, case):
-  loss_fn, params, tasks, calls = counted
+  loss_fn, calls, params, tasks = counted
   optimizer = optax.sgd(0.1)
   learner = jaxmaml.maml(loss_fn, inner_lr=0.1, num_steps=1)
   step = jaxmaml.make_meta_step(learner, optimizer)

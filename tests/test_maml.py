@@ -8,7 +8,8 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxmaml
-from tests.utils import rel_l2, task, tiny_regression
+from jaxmaml.data import sinusoid
+from tests.utils import counting, rel_l2, task, tiny_regression
 
 
 def meta_loss(learner, params, tasks):
@@ -132,16 +133,11 @@ def test_meta_step_jit_equals_no_jit():
 
 def test_meta_step_compiles_once():
   loss_fn, params, _ = tiny_regression(jax.random.key(8))
-  traces = []
-
-  def counting_loss(p, batch):
-    traces.append(1)
-    return loss_fn(p, batch)
+  counting_loss, traces = counting(loss_fn)
 
   optimizer = optax.adam(1e-3)
   step = jaxmaml.make_meta_step(jaxmaml.maml(counting_loss, inner_lr=0.05, num_steps=2), optimizer)
   state = jaxmaml.init_train_state(params, optimizer)
-  from jaxmaml.data import sinusoid
   counts = []
   for i in range(4):
     state, _ = step(state, sinusoid.sample_tasks(jax.random.key(i), 4, 5, 7))

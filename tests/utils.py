@@ -30,3 +30,18 @@ def tiny_regression(key, *, num_tasks=4, num_support=5, num_query=7, width=8,
 def task(tasks, i):
   """Task ``i`` of a meta-batch."""
   return jax.tree_util.tree_map(lambda x: x[i], tasks)
+
+
+def counting(loss_fn):
+  """Wraps ``loss_fn`` to record each call (under jit: each trace).
+
+  Returns:
+    ``(counting_loss_fn, calls)``; ``len(calls)`` is the number of calls.
+  """
+  calls = []
+
+  def counting_loss(params, batch):
+    calls.append(1)
+    return loss_fn(params, batch)
+
+  return counting_loss, calls

@@ -1,0 +1,18 @@
+"""The README's library example runs as written."""
+
+import pathlib
+import re
+
+import numpy as np
+
+
+def test_readme_library_example_runs():
+  text = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  blocks = re.findall(r'```python\n(.*?)```', text, flags=re.S)
+  assert blocks, 'README has no python example'
+  scope = {}
+  exec(compile(blocks[0], 'README.md', 'exec'), scope)
+  assert scope['support_losses'].shape == (5,)
+  assert scope['metrics']['loss'].shape == (25,)
+  assert scope['curve']['loss'].shape == (600, 11)
+  assert np.isfinite(scope['mean']) and scope['ci95'] > 0
