@@ -156,9 +156,8 @@ def make_adapt(
   lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
   if unroll is None:
     unroll = 1 if remat else num_steps <= MAX_DEFAULT_UNROLL
-  elif isinstance(unroll, bool):
-    pass
-  elif not isinstance(unroll, numbers.Integral) or unroll <= 0:
+  elif not isinstance(unroll, bool) and (
+      not isinstance(unroll, numbers.Integral) or unroll <= 0):
     raise ValueError(f'unroll must be a bool, a positive int or None, got {unroll!r}.')
   loss_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
