@@ -23,8 +23,10 @@ from jaxmaml.losses import cross_entropy_loss
 from jaxmaml.losses import mse_loss
 from jaxmaml.maml import maml
 from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml.models import Conv4
 from jaxmaml.models import MLP
 from jaxmaml.models import apply_fn
+from jaxmaml.models import conv4_miniimagenet
 from jaxmaml.tasks import check_tasks
 from jaxmaml.tasks import map_tasks
 from jaxmaml.training import MetaTrainState
@@ -36,6 +38,7 @@ __version__ = '0.1.0'
 
 __all__ = (
     'AdaptFn',
+    'Conv4',
     'Batch',
     'InnerLR',
     'LossFn',
@@ -50,6 +53,7 @@ __all__ = (
     'adaptation_curve',
     'apply_fn',
     'check_tasks',
+    'conv4_miniimagenet',
     'cross_entropy_loss',
     'evaluate',
     'init_train_state',

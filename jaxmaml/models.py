@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 class MLP(nn.Module):
@@ -35,3 +36,130 @@ class MLP(nn.Module):
 def apply_fn(model: nn.Module) -> Callable[[dict, jax.Array], jax.Array]:
   """``(params, inputs) -> outputs`` for a linen module without mutable state."""
   return lambda params, inputs: model.apply({'params': params}, inputs)
+
+
+CONV_IMPLS = ('matmul', 'xla')
+BATCH_NORMS = ('batch', 'none')
+POOLINGS = ('stride', 'max')
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
+  """A 3x3 'SAME' convolution, ``[n, h, w, c_in] -> [n, h', w', c_out]``.
+
+  Args:
+    x: inputs, NHWC.
+    kernel: ``[3, 3, c_in, c_out]`` (HWIO, as ``flax.linen.Conv``).
+    stride: 1 or 2, in both spatial dimensions.
+    impl: ``'xla'``: ``lax.conv_general_dilated``. ``'matmul'``: nine shifted,
+      strided slices of the padded input concatenated on the channel axis and
+      one dense matmul with the reshaped kernel (im2col). Its forward and both
+      backward passes are slices, pads and matmuls, which XLA:CPU runs much
+      faster than its convolution backward, and which stay plain (batched)
+      matmuls under ``vmap`` with per-task kernels instead of becoming grouped
+      convolutions.
+  """
+  if impl == 'xla':
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  n, h, w, c = x.shape
+  out_h, out_w = -(-h // stride), -(-w // stride)
+  # 'SAME' padding as XLA computes it: total = max((out - 1) * stride + 3 - size, 0).
+  pad_h = max((out_h - 1) * stride + 3 - h, 0)
+  pad_w = max((out_w - 1) * stride + 3 - w, 0)
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  patches = [
+      jax.lax.slice(x, (0, i, j, 0),
+                    (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+                    (1, stride, stride, 1))
+      for i in range(3) for j in range(3)
+  ]
+  patches = jnp.concatenate(patches, axis=-1)  # [n, out_h, out_w, 9 * c]
+  return patches @ kernel.reshape(9 * c, -1)
+
+
+class ConvBlock(nn.Module):
+  """3x3 conv (64 or 32 filters) -> BatchNorm -> ReLU -> 2x2 max-pool or stride 2.
+
+  BatchNorm semantics are explicit: ``'batch'`` normalises with the statistics
+  of the batch it is given (every call, training and test, as the original
+  MAML code does: transductive, no running averages); ``'none'`` has no
+  normalisation. Its learnable offset (and scale, with ``bn_scale=True``) are
+  ordinary parameters, adapted in the inner loop like every other parameter.
+  """
+
+  features: int
+  pooling: str = 'stride'
+  batch_norm: str = 'batch'
+  bn_scale: bool = False
+  conv: str = 'matmul'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', nn.initializers.xavier_uniform(),
+                        (3, 3, x.shape[-1], self.features))
+    x = conv3x3(x, kernel, 2 if self.pooling == 'stride' else 1, self.conv)
+    if self.batch_norm == 'batch':
+      mean = jnp.mean(x, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+      x = (x - mean) * jax.lax.rsqrt(var + 1e-5)
+      if self.bn_scale:
+        x = x * self.param('scale', nn.initializers.ones, (self.features,))
+    x = x + self.param('bias', nn.initializers.zeros, (self.features,))
+    x = nn.relu(x)
+    if self.pooling == 'max':
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+    return x
+
+
+class Conv4(nn.Module):
+  """The 4-block conv net of MAML (Finn et al., 2017), ``[n, h, w, c] -> [n, num_classes]``.
+
+  Omniglot (the defaults): 28x28x1 inputs, 64 filters, stride-2 convolutions
+  instead of max-pooling, the 2x2x64 output averaged over space, a linear head.
+  miniImageNet: ``conv4_miniimagenet(num_classes)``: 84x84x3 inputs, 32
+  filters, 2x2 max-pooling, the 5x5x32 output flattened.
+
+  Attributes:
+    num_classes: N, the number of ways.
+    features: filters per conv layer.
+    pooling: ``'stride'`` (stride-2 conv) or ``'max'`` (2x2 max-pool).
+    head: ``'mean'`` (average over space) or ``'flatten'``.
+    batch_norm: ``'batch'`` (batch statistics, always) or ``'none'``.
+    bn_scale: learn a BatchNorm scale as well as the offset (the original
+      MAML code has the offset only; PyTorch ports usually have both).
+    conv: ``'matmul'`` or ``'xla'``, see ``conv3x3``; both compute the same.
+  """
+
+  num_classes: int
+  features: int = 64
+  pooling: str = 'stride'
+  head: str = 'mean'
+  batch_norm: str = 'batch'
+  bn_scale: bool = False
+  conv: str = 'matmul'
+
+  def __post_init__(self):
+    for name, value, allowed in (('pooling', self.pooling, POOLINGS),
+                                 ('head', self.head, ('mean', 'flatten')),
+                                 ('batch_norm', self.batch_norm, BATCH_NORMS),
+                                 ('conv', self.conv, CONV_IMPLS)):
+      if value not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {value!r}.')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f'Conv4 expects inputs [n, height, width, channels], got {x.shape}.')
+    for _ in range(4):
+      x = ConvBlock(self.features, self.pooling, self.batch_norm, self.bn_scale,
+                    self.conv)(x)
+    x = jnp.mean(x, axis=(1, 2)) if self.head == 'mean' else x.reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes)(x)
+
+
+def conv4_miniimagenet(num_classes: int, **kwargs) -> Conv4:
+  """MAML's miniImageNet network: 32 filters, max-pooling, flattened head."""
+  return Conv4(num_classes, **{'features': 32, 'pooling': 'max', 'head': 'flatten', **kwargs})

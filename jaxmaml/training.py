@@ -72,6 +72,7 @@ def make_meta_step(
     batch_size: int | None = None,
     jit: bool = True,
     donate: bool = False,
+    sampler: Callable[[jax.Array], base.Task] | None = None,
 ) -> MetaStepFn:
   """Builds ``meta_step(state, tasks) -> (state, metrics)``.
 
@@ -88,6 +89,10 @@ def make_meta_step(
     jit: compile the step with ``jax.jit`` (False is for debugging).
     donate: donate the input state's buffers to the output (saves memory; the
       state passed in must not be used again).
+    sampler: ``sampler(key) -> tasks``, jittable (e.g. a partial of
+      ``jaxmaml.data.episodes.sample_episodes`` over a dataset on the device).
+      With a sampler the step is ``meta_step(state, key)``: tasks are drawn
+      inside the compiled step, with no host round-trip.
 
   Returns:
     ``meta_step(state, tasks)``; ``metrics`` are per task (leading
@@ -110,15 +115,26 @@ def make_meta_step(
   if optimizer is None:
     optimizer = optax.adam(1e-3)
 
-  def step(state: MetaTrainState, tasks: base.Task):
+  def update(state: MetaTrainState, tasks: base.Task):
     grads, metrics = meta_gradient(
         learner, state.params, tasks, task_map=task_map, batch_size=batch_size)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return MetaTrainState(params, opt_state, state.step + 1), metrics
 
+  if sampler is None:
+    step = update
+  else:
+    def step(state: MetaTrainState, key: jax.Array):
+      tasks = sampler(key)
+      tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.
+      return update(state, tasks)
+
   if jit:
     step = jax.jit(step, donate_argnums=(0,) if donate else ())
+
+  if sampler is not None:
+    return step
 
   def meta_step(state: MetaTrainState, tasks: base.Task):
     tasks_lib.check_tasks(tasks)

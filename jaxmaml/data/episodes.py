@@ -1,0 +1,144 @@
+"""N-way K-shot episodes from a class-indexed image array.
+
+The dataset is one array ``images[num_classes, examples_per_class, h, w]``
+(uint8). ``sample_episodes`` draws a meta-batch of tasks with ``jax.random``
+and gathers them by index, with fixed shapes, so it runs on the device inside
+a jitted meta-step (no host round-trip per iteration). ``host_episodes`` draws
+tasks with the same semantics in NumPy, for datasets that do not fit in device
+memory.
+
+Task semantics (those of the original MAML code): a task picks ``num_ways``
+distinct classes; with ``rotate=True`` each picked class is rotated by a
+random multiple of 90 degrees, and the rotated class is the class of the task
+(so rotations act as new classes, at meta-train and meta-test time alike);
+per class, ``num_shots + num_queries`` distinct examples are drawn, the first
+``num_shots`` for the support set. Labels are ``0 .. num_ways - 1`` in the
+order the classes were drawn.
+"""
+
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmaml import base
+
+
+def check_episode_request(
+    images_shape: tuple[int, ...], num_ways: int, num_shots: int, num_queries: int,
+    num_tasks: int = 1,
+) -> None:
+  """Raises a ValueError if the request cannot be met by the dataset."""
+  if len(images_shape) != 4:
+    raise ValueError(
+        'images must have shape [num_classes, examples_per_class, height, width], '
+        f'got {tuple(images_shape)}.')
+  for name, value in (('num_ways', num_ways), ('num_shots', num_shots),
+                      ('num_queries', num_queries), ('num_tasks', num_tasks)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f'{name} must be a positive int, got {value!r}.')
+  num_classes, per_class = images_shape[:2]
+  if num_ways > num_classes:
+    raise ValueError(
+        f'num_ways={num_ways} needs {num_ways} classes, but the split has only '
+        f'{num_classes}.')
+  if num_shots + num_queries > per_class:
+    raise ValueError(
+        f'num_shots + num_queries = {num_shots + num_queries} examples per class, '
+        f'but the dataset has only {per_class} per class.')
+
+
+def _to_task(x, labels, num_ways, num_shots, num_queries, xp):
+  """``x [..., ways, shots + queries, h, w]`` uint8 -> Task of float NHWC batches."""
+  *lead, _, _, h, w = x.shape
+  x = x.astype(xp.float32) / 255.0
+  support = x[..., :num_shots, :, :].reshape(*lead, num_ways * num_shots, h, w, 1)
+  query = x[..., num_shots:, :, :].reshape(*lead, num_ways * num_queries, h, w, 1)
+  s_labels = xp.broadcast_to(xp.repeat(labels, num_shots), (*lead, num_ways * num_shots))
+  q_labels = xp.broadcast_to(xp.repeat(labels, num_queries), (*lead, num_ways * num_queries))
+  return base.Task(support=(support, s_labels.astype(xp.int32)),
+                   query=(query, q_labels.astype(xp.int32)))
+
+
+def sample_episodes(
+    key: jax.Array,
+    images: jax.Array,
+    num_tasks: int,
+    *,
+    num_ways: int,
+    num_shots: int,
+    num_queries: int,
+    rotate: bool = True,
+) -> base.Task:
+  """Draws a meta-batch of N-way K-shot tasks on the device (jittable).
+
+  Args:
+    key: a ``jax.random`` key; the same key gives the same tasks.
+    images: ``[num_classes, examples_per_class, h, w]`` uint8, on the device.
+    num_tasks: tasks in the meta-batch.
+    num_ways: N, classes per task.
+    num_shots: K, support examples per class.
+    num_queries: query examples per class.
+    rotate: rotate each drawn class by a random multiple of 90 degrees.
+
+  Returns:
+    A ``Task``: support ``(x [num_tasks, N*K, h, w, 1] float32 in [0, 1],
+    y [num_tasks, N*K] int32)``, query likewise with ``N*num_queries``.
+  """
+  check_episode_request(images.shape, num_ways, num_shots, num_queries, num_tasks)
+  num_classes, per_class, h, w = images.shape
+  if rotate and h != w:
+    raise ValueError(f'rotate=True needs square images, got {h}x{w}.')
+  n = num_shots + num_queries
+
+  def one_task(key):
+    class_key, example_key, rotation_key = jax.random.split(key, 3)
+    classes = jax.random.choice(class_key, num_classes, (num_ways,), replace=False)
+    examples = jax.vmap(lambda k: jax.random.choice(k, per_class, (n,), replace=False))(
+        jax.random.split(example_key, num_ways))
+    x = images[classes[:, None], examples]  # [ways, n, h, w]
+    if rotate:
+      turns = jax.random.randint(rotation_key, (num_ways,), 0, 4)
+      rotations = jnp.stack([jnp.rot90(x, k, axes=(-2, -1)) for k in range(4)])
+      x = rotations[turns, jnp.arange(num_ways)]
+    return x
+
+  x = jax.vmap(one_task)(jax.random.split(key, num_tasks))
+  return _to_task(x, jnp.arange(num_ways), num_ways, num_shots, num_queries, jnp)
+
+
+def host_episodes(
+    seed: int,
+    images: np.ndarray,
+    num_tasks: int,
+    *,
+    num_ways: int,
+    num_shots: int,
+    num_queries: int,
+    rotate: bool = True,
+) -> Iterator[base.Task]:
+  """An endless NumPy iterator of meta-batches with ``sample_episodes``' semantics.
+
+  For datasets too large for device memory: tasks are gathered on the host
+  from ``images`` (which may be a memory-mapped array) and only the meta-batch
+  is sent to the device. The same ``seed`` gives the same sequence of tasks
+  (not the same tasks as ``sample_episodes`` with a key: the generators differ).
+
+  Yields:
+    ``Task`` meta-batches with the shapes of ``sample_episodes``, as NumPy arrays.
+  """
+  check_episode_request(np.shape(images), num_ways, num_shots, num_queries, num_tasks)
+  num_classes, per_class = images.shape[:2]
+  rng = np.random.default_rng(seed)
+  n = num_shots + num_queries
+  while True:
+    batch = []
+    for _ in range(num_tasks):
+      classes = rng.choice(num_classes, num_ways, replace=False)
+      x = np.stack([images[c][rng.choice(per_class, n, replace=False)] for c in classes])
+      if rotate:
+        turns = rng.integers(0, 4, num_ways)
+        x = np.stack([np.rot90(xc, k, axes=(-2, -1)) for xc, k in zip(x, turns)])
+      batch.append(x)
+    yield _to_task(np.stack(batch), np.arange(num_ways), num_ways, num_shots, num_queries, np)
