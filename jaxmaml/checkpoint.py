@@ -8,24 +8,23 @@ checkpoint intact, never a truncated one.
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import flax.serialization
 import jax
 import numpy as np
 
 
-def save_checkpoint(path: str, target: Any, metadata: dict | None = None) -> None:
-  """Writes ``target`` (a pytree) and JSON-able ``metadata`` to ``path`` atomically."""
-  state = flax.serialization.to_state_dict(jax.device_get(target))
-  payload = flax.serialization.msgpack_serialize(
-      {'state': state, 'metadata': json.dumps(metadata or {})})
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+  """Calls ``write(file)`` on a temporary file beside ``path``, then moves it
+  into place with ``os.replace``: readers see the old file or the new one,
+  never a partial one. Creates the parent directory."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-checkpoint-')
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
   try:
     with os.fdopen(fd, 'wb') as f:
-      f.write(payload)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -33,6 +32,14 @@ def save_checkpoint(path: str, target: Any, metadata: dict | None = None) -> Non
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def save_checkpoint(path: str, target: Any, metadata: dict | None = None) -> None:
+  """Writes ``target`` (a pytree) and JSON-able ``metadata`` to ``path`` atomically."""
+  state = flax.serialization.to_state_dict(jax.device_get(target))
+  payload = flax.serialization.msgpack_serialize(
+      {'state': state, 'metadata': json.dumps(metadata or {})})
+  atomic_write(path, lambda f: f.write(payload))
 
 
 def restore_checkpoint(path: str, target: Any) -> tuple[Any, dict] | None:

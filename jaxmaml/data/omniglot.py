@@ -44,7 +44,6 @@ import os
 import pathlib
 import random
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -53,6 +52,8 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import PIL
 from PIL import Image
+
+from jaxmaml.checkpoint import atomic_write
 
 NUM_CHARACTERS = 1623
 NUM_BACKGROUND_CHARACTERS = 964
@@ -467,18 +468,7 @@ def _cache_path(cache_dir: pathlib.Path, kind: str, fingerprint: str, image_size
 
 def _save_cache(path: pathlib.Path, data: Omniglot) -> None:
   """Writes ``data`` to ``path`` atomically: a temporary file, then ``os.replace``."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-omniglot-', suffix='.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez_compressed(f, **data._asdict())
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write(path, lambda f: np.savez_compressed(f, **data._asdict()))
 
 
 def _load_cache(path: pathlib.Path, image_size: int) -> Omniglot | None:
