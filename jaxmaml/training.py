@@ -72,7 +72,7 @@ def make_meta_step(
     batch_size: int | None = None,
     jit: bool = True,
     donate: bool = False,
-    sampler: Callable[[jax.Array], base.Task] | None = None,
+    sampler: Callable[..., base.Task] | None = None,
 ) -> MetaStepFn:
   """Builds ``meta_step(state, tasks) -> (state, metrics)``.
 
@@ -89,10 +89,12 @@ def make_meta_step(
     jit: compile the step with ``jax.jit`` (False is for debugging).
     donate: donate the input state's buffers to the output (saves memory; the
       state passed in must not be used again).
-    sampler: ``sampler(key) -> tasks``, jittable (e.g. a partial of
-      ``jaxmaml.data.episodes.sample_episodes`` over a dataset on the device).
-      With a sampler the step is ``meta_step(state, key)``: tasks are drawn
-      inside the compiled step, with no host round-trip.
+    sampler: ``sampler(key, *data) -> tasks``, jittable (e.g. a partial of
+      ``jaxmaml.data.episodes.sample_episodes``). With a sampler the step is
+      ``meta_step(state, key, *data)``: tasks are drawn inside the compiled
+      step, with no host round-trip. Pass the dataset as ``data`` (an array
+      on the device) rather than closing over it, so that it is an argument
+      of the compiled program and not a constant baked into it.
 
   Returns:
     ``meta_step(state, tasks)``; ``metrics`` are per task (leading
@@ -125,8 +127,8 @@ def make_meta_step(
   if sampler is None:
     step = update
   else:
-    def step(state: MetaTrainState, key: jax.Array):
-      tasks = sampler(key)
+    def step(state: MetaTrainState, key: jax.Array, *data):
+      tasks = sampler(key, *data)
       tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.
       return update(state, tasks)
 

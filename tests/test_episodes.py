@@ -96,7 +96,7 @@ def test_meta_step_with_on_device_sampler():
   images = jax.numpy.asarray(IMAGES)
   traces = []
 
-  def sampler(key):
+  def sampler(key, images):
     traces.append(1)
     return episodes.sample_episodes(key, images, 4, num_ways=3, num_shots=1, num_queries=2)
 
@@ -107,7 +107,7 @@ def test_meta_step_with_on_device_sampler():
   for _ in range(2):
     state = jaxmaml.init_train_state(params, optimizer)
     for i in range(3):
-      state, metrics = step(state, jax.random.key(i))
+      state, metrics = step(state, jax.random.key(i), images)
     states.append(state)
   assert len(traces) == 1
   assert metrics['accuracy'].shape == (4,)

@@ -6,29 +6,12 @@ iterations.
 """
 
 import argparse
-import dataclasses
 import sys
 import time
-import types
-import typing
 
+from experiments import cli
 from experiments.sinusoid import config as config_lib
 from experiments.sinusoid import train
-
-
-def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-  kind = field.type
-  args = typing.get_args(kind)
-  if typing.get_origin(kind) in (typing.Union, types.UnionType):
-    kind = next(a for a in args if a is not type(None))
-  flag = f'--{field.name}'
-  if kind is bool:
-    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-  elif typing.get_origin(kind) is tuple:
-    parser.add_argument(flag, type=typing.get_args(kind)[0], nargs='+',
-                        default=field.default)
-  else:
-    parser.add_argument(flag, type=kind, default=field.default)
 
 
 def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
@@ -39,17 +22,10 @@ def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
                       help='where results, plots and checkpoints go')
   parser.add_argument('--full', action='store_true',
                       help=f'the paper protocol: {config_lib.PAPER_ITERATIONS} iterations')
-  for field in dataclasses.fields(config_lib.Config):
-    _add_field(parser, field)
+  cli.add_config_flags(parser, config_lib.Config)
   args = parser.parse_args(argv)
-  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_lib.Config)}
-  values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-  if args.full:
-    values['num_iterations'] = config_lib.PAPER_ITERATIONS
-  try:
-    return config_lib.Config(**values), args
-  except ValueError as e:
-    parser.error(str(e))
+  overrides = {'num_iterations': config_lib.PAPER_ITERATIONS} if args.full else {}
+  return cli.config_from_args(parser, args, config_lib.Config, **overrides), args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,32 @@
+"""Command-line flags from a frozen config dataclass: every field is a flag."""
+
+import argparse
+import dataclasses
+import types
+import typing
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None) -> None:
+  """Adds ``--<field>`` for every field of ``config_cls`` (bools as --x/--no-x)."""
+  defaults = defaults or config_cls()
+  for field in dataclasses.fields(config_cls):
+    kind = field.type
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+      kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    flag, default = f'--{field.name}', getattr(defaults, field.name)
+    if kind is bool:
+      parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+    elif typing.get_origin(kind) is tuple:
+      parser.add_argument(flag, type=typing.get_args(kind)[0], nargs='+', default=default)
+    else:
+      parser.add_argument(flag, type=kind, default=default)
+
+
+def config_from_args(parser, args: argparse.Namespace, config_cls, **overrides):
+  """The config named by the parsed flags; a bad value is a usage error."""
+  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+  values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+  try:
+    return config_cls(**{**values, **overrides})
+  except ValueError as e:
+    parser.error(str(e))

@@ -1,0 +1,92 @@
+"""Configurations of the Omniglot experiment: the MAML paper's four settings."""
+
+import dataclasses
+import os
+
+# Where `make`/CI find the data: ../shared/data beside the repository.
+DEFAULT_DATA_DIR = os.environ.get(
+    'JAXMAML_OMNIGLOT',
+    os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'data', 'omniglot'))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Hyperparameters (defaults: 5-way 1-shot as in the paper).
+
+  Attributes:
+    num_ways, num_shots: N-way K-shot.
+    num_queries: query examples per class; None means K (the original code).
+    inner_lr: inner-loop step size (paper: 0.4 for 5-way, 0.1 for 20-way).
+    train_inner_steps, eval_inner_steps: inner steps in training and at test.
+    meta_batch_size: tasks per meta-step (paper: 32 for 5-way, 16 for 20-way).
+    outer_lr: Adam learning rate.
+    num_iterations: meta-training iterations (paper: 60,000).
+    first_order: first-order MAML.
+    rotate: rotations by 90/180/270 degrees make new classes (train and test,
+      as the original code).
+    conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
+    bn_scale: learn a BatchNorm scale too (the original code has offsets only).
+    task_map: how tasks are mapped in the meta-step ('vmap', 'map', 'loop').
+    image_size: images are resized to image_size x image_size.
+    seed: initialisation and task sampling.
+    split_seed: the character split (1100 train / 100 val / 423 test).
+    num_val_tasks, num_test_tasks: tasks for validation and the final test.
+    eval_batch_size: tasks evaluated at once.
+    eval_every, log_every, checkpoint_every: in iterations.
+  """
+
+  num_ways: int = 5
+  num_shots: int = 1
+  num_queries: int | None = None
+  inner_lr: float = 0.4
+  train_inner_steps: int = 1
+  eval_inner_steps: int = 3
+  meta_batch_size: int = 32
+  outer_lr: float = 1e-3
+  num_iterations: int = 60_000
+  first_order: bool = False
+  rotate: bool = True
+  conv: str = 'matmul'
+  bn_scale: bool = False
+  task_map: str = 'vmap'
+  image_size: int = 28
+  seed: int = 0
+  split_seed: int = 1
+  num_val_tasks: int = 320
+  num_test_tasks: int = 600
+  eval_batch_size: int = 32
+  eval_every: int = 1000
+  log_every: int = 50
+  checkpoint_every: int = 500
+
+  def __post_init__(self):
+    for name in ('num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps',
+                 'meta_batch_size', 'num_iterations', 'image_size', 'num_val_tasks',
+                 'num_test_tasks', 'eval_batch_size', 'eval_every', 'log_every',
+                 'checkpoint_every'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive int, got {value!r}.')
+    if self.num_queries is not None and self.num_queries < 1:
+      raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
+    if self.num_test_tasks < 2 or self.num_val_tasks < 2:
+      raise ValueError('num_val_tasks and num_test_tasks must be >= 2.')
+
+  @property
+  def queries(self) -> int:
+    return self.num_shots if self.num_queries is None else self.num_queries
+
+
+CONFIGS = {
+    '5way1shot': Config(),
+    '5way5shot': Config(num_shots=5),
+    '20way1shot': Config(num_ways=20, inner_lr=0.1, train_inner_steps=5, eval_inner_steps=5,
+                         meta_batch_size=16),
+    '20way5shot': Config(num_ways=20, num_shots=5, inner_lr=0.1, train_inner_steps=5,
+                         eval_inner_steps=5, meta_batch_size=16),
+}
+
+PAPER_ACCURACY = {  # MAML paper, Table 1 (second order), percent.
+    '5way1shot': (98.7, 0.4), '5way5shot': (99.9, 0.1),
+    '20way1shot': (95.8, 0.3), '20way5shot': (98.9, 0.2),
+}

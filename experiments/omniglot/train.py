@@ -1,0 +1,207 @@
+"""Meta-trains MAML on Omniglot and evaluates it, resuming from checkpoints.
+
+``train_and_evaluate(config, workdir, data_dir)``: loads Omniglot (zips,
+folders or TFDS), splits the characters 1100/100/423, meta-trains with tasks
+drawn on the device inside the compiled meta-step, validates every
+``eval_every`` iterations, keeps the best-on-validation parameters, and tests
+them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
+95% CI), plus, for 20-way models, Lake et al.'s 20 one-shot runs. Writes
+``log.jsonl``, ``results.json``, ``learning_curve.png`` and the checkpoints
+``state.ckpt`` (latest) and ``best.ckpt`` to ``workdir``.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+import jaxmaml
+from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
+from jaxmaml.data import episodes, omniglot
+from experiments.omniglot.config import Config
+
+# Fields that change what training computes: a checkpoint resumes only with
+# the same values (num_iterations may grow; the task stream is keyed by step).
+TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
+                   'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
+                   'image_size', 'seed', 'split_seed')
+
+
+def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
+  """``{'train'|'val'|'test': uint8 [characters, 20, size, size]}``, requests checked."""
+  data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
+  splits = {name: data.images[idx]
+            for name, idx in omniglot.split_characters(seed=config.split_seed).items()}
+  for name, images in splits.items():
+    try:
+      episodes.check_episode_request(
+          images.shape, config.num_ways, config.num_shots, config.queries)
+    except ValueError as e:
+      raise ValueError(f'The {name} split cannot serve this config: {e}') from None
+  return splits
+
+
+def make_learners(config: Config):
+  """(model, training learner, evaluation learner)."""
+  model = jaxmaml.Conv4(config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
+  loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
+  learner = jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
+                         first_order=config.first_order, has_aux=True)
+  eval_learner = jaxmaml.maml(loss_fn, inner_lr=config.inner_lr,
+                              num_steps=config.eval_inner_steps, has_aux=True)
+  return model, learner, eval_learner
+
+
+def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Config):
+  """Per-task accuracies ``[num_tasks]`` on tasks drawn from ``images``."""
+  sample = jax.jit(functools.partial(
+      episodes.sample_episodes, num_ways=config.num_ways, num_shots=config.num_shots,
+      num_queries=config.queries, rotate=config.rotate), static_argnums=2)
+  accuracies = []
+  for start in range(0, num_tasks, config.eval_batch_size):
+    size = min(config.eval_batch_size, num_tasks - start)
+    tasks = sample(jax.random.fold_in(key, start), images, size)
+    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks)
+    accuracies.append(np.asarray(metrics['accuracy']))
+  return np.concatenate(accuracies)
+
+
+def evaluate_lake_runs(eval_learner, params, path: str, image_size: int) -> np.ndarray:
+  """Accuracy on each of Lake et al.'s 20 one-shot 20-way runs, ``[20]``."""
+  runs = omniglot.load_lake_runs(path, image_size=image_size)
+  to_x = lambda images: jnp.asarray(images, jnp.float32)[..., None] / 255.0
+  support_labels = jnp.tile(jnp.arange(20), (len(runs.labels), 1))
+  tasks = jaxmaml.Task(support=(to_x(runs.train_images), support_labels),
+                       query=(to_x(runs.test_images), jnp.asarray(runs.labels)))
+  return np.asarray(jaxmaml.evaluate(eval_learner.task_loss, params, tasks)['accuracy'])
+
+
+def _summary(accuracies) -> dict:
+  mean, ci = jaxmaml.mean_confidence_interval(100.0 * np.asarray(accuracies))
+  return {'accuracy': mean, 'ci95': ci, 'num_tasks': int(np.size(accuracies))}
+
+
+def train_and_evaluate(config: Config, workdir: str, data_dir: str,
+                       cache_dir: str | None = None, plots: bool = True) -> dict:
+  """Runs (or resumes) the experiment; returns the report written to results.json."""
+  os.makedirs(workdir, exist_ok=True)
+  splits = load_splits(config, data_dir, cache_dir)
+  model, learner, eval_learner = make_learners(config)
+  keys = dict(zip(('init', 'train', 'val', 'test'), jax.random.split(jax.random.key(config.seed), 4)))
+  params = model.init(keys['init'], jnp.zeros([1, config.image_size, config.image_size, 1]))['params']
+  optimizer = optax.adam(config.outer_lr)
+  state = jaxmaml.init_train_state(params, optimizer)
+  meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}}
+  progress = {'best_val': -1.0, 'best_step': 0, 'wall_time_s': 0.0}
+  state_path, best_path = os.path.join(workdir, 'state.ckpt'), os.path.join(workdir, 'best.ckpt')
+  restored = restore_checkpoint(state_path, state)
+  if restored is not None:
+    state, saved = restored
+    if saved['config'] != json.loads(json.dumps(meta['config'])):
+      raise ValueError(f'{state_path} was written with a different training config '
+                       f"({saved['config']}); use another --workdir.")
+    progress = saved['progress']
+  best_params = state.params
+  restored_best = restore_checkpoint(best_path, params)
+  if restored_best is not None:
+    best_params, best = restored_best
+    if best['accuracy'] >= progress['best_val']:  # Saved after the last state.ckpt.
+      progress.update(best_val=best['accuracy'], best_step=best['step'])
+
+  meta_step = jaxmaml.make_meta_step(
+      learner, optimizer, task_map=config.task_map,
+      sampler=functools.partial(
+          episodes.sample_episodes, num_tasks=config.meta_batch_size,
+          num_ways=config.num_ways, num_shots=config.num_shots,
+          num_queries=config.queries, rotate=config.rotate))
+  train_images = jnp.asarray(splits['train'])
+  val_images = jnp.asarray(splits['val'])
+  log = open(os.path.join(workdir, 'log.jsonl'), 'a')
+  start, running = int(state.step), None
+  begin = time.perf_counter()
+  elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
+  bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
+                  desc=f'MAML {config.num_ways}-way {config.num_shots}-shot')
+  for it in range(start, config.num_iterations):
+    state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
+    done = it + 1
+    if done % config.log_every == 0 or done == config.num_iterations:
+      acc, loss = float(jnp.mean(metrics['accuracy'])), float(jnp.mean(metrics['loss']))
+      running = acc if running is None else 0.9 * running + 0.1 * acc
+      log.write(json.dumps({'step': done, 'train_accuracy': acc, 'train_loss': loss,
+                            'time_s': elapsed()}) + '\n')
+      bar.set_postfix(acc=f'{running:.3f}', loss=f'{loss:.3f}',
+                      best_val=f"{progress['best_val']:.1f}%")
+    if done % config.eval_every == 0 or done == config.num_iterations:
+      val = evaluate_split(eval_learner, state.params, val_images, keys['val'],
+                           config.num_val_tasks, config)
+      summary = _summary(val)
+      log.write(json.dumps({'step': done, 'val_accuracy': summary['accuracy'],
+                            'val_ci95': summary['ci95'], 'time_s': elapsed()}) + '\n')
+      if summary['accuracy'] > progress['best_val']:
+        progress.update(best_val=summary['accuracy'], best_step=done)
+        best_params = state.params
+        save_checkpoint(best_path, best_params, {'step': done, **summary})
+    if done % config.checkpoint_every == 0 or done == config.num_iterations:
+      jax.block_until_ready(state)
+      save_checkpoint(state_path, state, {**meta, 'progress': {**progress, 'wall_time_s': elapsed()}})
+      log.flush()
+    bar.update(1)
+  bar.close()
+  jax.block_until_ready(state)
+  progress['wall_time_s'] = elapsed()
+  log.close()
+
+  test = evaluate_split(eval_learner, best_params, jnp.asarray(splits['test']), keys['test'],
+                        config.num_test_tasks, config)
+  results = {'test': _summary(test), 'best_val_accuracy': progress['best_val'],
+             'best_step': progress['best_step'], 'iterations': int(state.step),
+             'train_time_s': progress['wall_time_s']}
+  lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
+  if config.num_ways == 20 and os.path.exists(lake_path):
+    results['lake_runs'] = _summary(evaluate_lake_runs(eval_learner, best_params, lake_path,
+                                                       config.image_size))
+  report = {
+      'experiment': 'omniglot', 'config': dataclasses.asdict(config), 'results': results,
+      'environment': {'jax': jax.__version__, 'backend': jax.default_backend(),
+                      'devices': [str(d) for d in jax.devices()],
+                      'python': platform.python_version(), 'cpu_count': os.cpu_count()},
+  }
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(report, f, indent=2)
+  if plots:
+    plot_learning_curve(os.path.join(workdir, 'log.jsonl'),
+                        os.path.join(workdir, 'learning_curve.png'))
+  return report
+
+
+def plot_learning_curve(log_path: str, path: str) -> None:
+  """Training accuracy (per logged step) and validation accuracy vs iterations."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  with open(log_path) as f:
+    rows = [json.loads(line) for line in f]
+  train = [(r['step'], r['train_accuracy']) for r in rows if 'train_accuracy' in r]
+  val = [(r['step'], r['val_accuracy'], r['val_ci95']) for r in rows if 'val_accuracy' in r]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  if train:
+    steps, acc = zip(*train)
+    ax.plot(steps, 100 * np.asarray(acc), color='tab:gray', alpha=0.5, label='train (query)')
+  if val:
+    steps, acc, ci = map(np.asarray, zip(*val))
+    ax.errorbar(steps, acc, yerr=ci, color='tab:red', marker='o', label='validation (95% CI)')
+  ax.set(xlabel='meta-iteration', ylabel='accuracy (%)', title='Omniglot, MAML')
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
