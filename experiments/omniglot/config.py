@@ -27,6 +27,10 @@ class Config:
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
     bn_scale: learn a BatchNorm scale too (the original code has offsets only).
     task_map: how tasks are mapped in the meta-step ('vmap', 'map', 'loop').
+      'map' with 4 tasks vmapped per iteration was the fastest on XLA:CPU
+      (benchmarks/omniglot_conv.py: 0.17 s vs 0.23 s for 'vmap' per
+      meta-gradient); on a GPU, 'vmap' is the natural choice.
+    task_batch_size: tasks vmapped per iteration with task_map='map'.
     image_size: images are resized to image_size x image_size.
     seed: initialisation and task sampling.
     split_seed: the character split (1100 train / 100 val / 423 test).
@@ -48,7 +52,8 @@ class Config:
   rotate: bool = True
   conv: str = 'matmul'
   bn_scale: bool = False
-  task_map: str = 'vmap'
+  task_map: str = 'map'
+  task_batch_size: int | None = 4
   image_size: int = 28
   seed: int = 0
   split_seed: int = 1

@@ -118,6 +118,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
 
   meta_step = jaxmaml.make_meta_step(
       learner, optimizer, task_map=config.task_map,
+      batch_size=config.task_batch_size if config.task_map == 'map' else None,
       sampler=functools.partial(
           episodes.sample_episodes, num_tasks=config.meta_batch_size,
           num_ways=config.num_ways, num_shots=config.num_shots,
