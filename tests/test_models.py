@@ -20,10 +20,11 @@ def _count(params):
 def test_conv3x3_matmul_equals_xla(size, stride):
   x = jax.random.normal(jax.random.key(0), (3, size, size, 4))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
-  outs = {impl: conv3x3(x, kernel, stride, impl) for impl in ('matmul', 'xla')}
+  outs = {impl: jax.jit(conv3x3, static_argnums=(2, 3))(x, kernel, stride, impl)
+          for impl in ('matmul', 'xla')}
   np.testing.assert_allclose(outs['matmul'], outs['xla'], rtol=1e-5, atol=1e-5)
-  grads = {impl: jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride, impl))),
-                          argnums=(0, 1))(x, kernel) for impl in ('matmul', 'xla')}
+  grads = {impl: jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride, impl))),
+                                  argnums=(0, 1)))(x, kernel) for impl in ('matmul', 'xla')}
   assert rel_l2(grads['matmul'], grads['xla']) < 1e-5
 
 
@@ -50,11 +51,12 @@ def test_batch_statistics_are_transductive():
   x = jax.random.uniform(jax.random.key(0), (6, 28, 28, 1))
   for batch_norm, depends in (('batch', True), ('none', False)):
     model = Conv4(5, batch_norm=batch_norm)
-    params = model.init(jax.random.key(1), x)['params']
-    full = model.apply({'params': params}, x)[:3]
-    half = model.apply({'params': params}, x[:3])
+    params = jax.jit(model.init)(jax.random.key(1), x)['params']
+    apply = jax.jit(model.apply)
+    full = apply({'params': params}, x)[:3]
+    half = apply({'params': params}, x[:3])
     assert (not np.allclose(full, half, atol=1e-5)) == depends
-  with_scale = Conv4(5, bn_scale=True).init(jax.random.key(1), x)['params']
+  with_scale = jax.eval_shape(Conv4(5, bn_scale=True).init, jax.random.key(1), x)['params']
   assert with_scale['ConvBlock_0']['scale'].shape == (64,)
 
 

@@ -1,1 +1,8 @@
-"""Task distributions."""
+"""Task distributions and datasets.
+
+- ``sinusoid``: the MAML sinusoid regression family, sampled with ``jax.random``.
+- ``omniglot``: Omniglot from the original zips, their folders or TFDS, as
+  cached uint8 arrays; the character split; Lake et al.'s one-shot runs.
+- ``episodes``: N-way K-shot tasks from a class-indexed image array, drawn on
+  the device (jittable) or on the host.
+"""
