@@ -60,6 +60,11 @@ def make_learners(config: Config):
   return model, learner, eval_learner
 
 
+def _task_mapping(config: Config) -> dict:
+  batch_size = config.task_batch_size if config.task_map == 'map' else None
+  return {'task_map': config.task_map, 'batch_size': batch_size}
+
+
 def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Config):
   """Per-task accuracies ``[num_tasks]`` on tasks drawn from ``images``."""
   sample = jax.jit(functools.partial(
@@ -69,7 +74,7 @@ def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Co
   for start in range(0, num_tasks, config.eval_batch_size):
     size = min(config.eval_batch_size, num_tasks - start)
     tasks = sample(jax.random.fold_in(key, start), images, size)
-    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks)
+    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks, **_task_mapping(config))
     accuracies.append(np.asarray(metrics['accuracy']))
   return np.concatenate(accuracies)
 
@@ -117,8 +122,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       progress.update(best_val=best['accuracy'], best_step=best['step'])
 
   meta_step = jaxmaml.make_meta_step(
-      learner, optimizer, task_map=config.task_map,
-      batch_size=config.task_batch_size if config.task_map == 'map' else None,
+      learner, optimizer, **_task_mapping(config),
       sampler=functools.partial(
           episodes.sample_episodes, num_tasks=config.meta_batch_size,
           num_ways=config.num_ways, num_shots=config.num_shots,
