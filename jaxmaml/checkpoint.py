@@ -7,12 +7,18 @@ checkpoint intact, never a truncated one.
 
 import json
 import os
+import pathlib
 import tempfile
 from typing import Any, BinaryIO, Callable
 
 import flax.serialization
 import jax
 import numpy as np
+
+
+def default_cache_dir() -> pathlib.Path:
+  """Where preprocessed datasets are cached: ``$JAXMAML_CACHE``, else ``~/.cache/jaxmaml``."""
+  return pathlib.Path(os.environ.get('JAXMAML_CACHE') or '~/.cache/jaxmaml').expanduser()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:

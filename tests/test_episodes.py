@@ -114,3 +114,17 @@ def test_meta_step_with_on_device_sampler():
   assert int(states[0].step) == 3
   np.testing.assert_array_equal(states[0].params['Dense_0']['kernel'],
                                 states[1].params['Dense_0']['kernel'])
+
+
+@pytest.mark.parametrize('host', [False, True])
+def test_color_images_keep_their_channels(host):
+  color = np.random.default_rng(1).integers(0, 256, (6, 4, SIZE, SIZE, 3), dtype=np.uint8)
+  catalogue = {np.rot90(color[c, e], k, axes=(0, 1)).tobytes()
+               for c in range(6) for e in range(4) for k in range(4)}
+  args = dict(num_ways=3, num_shots=1, num_queries=2, rotate=True)
+  tasks = (next(episodes.host_episodes(0, color, 5, **args)) if host else
+           episodes.sample_episodes(jax.random.key(0), jax.numpy.asarray(color), 5, **args))
+  assert tasks.support[0].shape == (5, 3, SIZE, SIZE, 3)
+  assert tasks.query[0].shape == (5, 6, SIZE, SIZE, 3)
+  for x in np.concatenate([tasks.support[0], tasks.query[0]], axis=1).reshape(-1, SIZE, SIZE, 3):
+    assert np.rint(x * 255).astype(np.uint8).tobytes() in catalogue

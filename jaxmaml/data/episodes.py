@@ -1,7 +1,7 @@
 """N-way K-shot episodes from a class-indexed image array.
 
 The dataset is one array ``images[num_classes, examples_per_class, h, w]``
-(uint8). ``sample_episodes`` draws a meta-batch of tasks with ``jax.random``
+(uint8, grayscale) or ``[num_classes, examples_per_class, h, w, channels]``. ``sample_episodes`` draws a meta-batch of tasks with ``jax.random``
 and gathers them by index, with fixed shapes, so it runs on the device inside
 a jitted meta-step (no host round-trip per iteration). ``host_episodes`` draws
 tasks with the same semantics in NumPy, for datasets that do not fit in device
@@ -30,10 +30,10 @@ def check_episode_request(
     num_tasks: int = 1,
 ) -> None:
   """Raises a ValueError if the request cannot be met by the dataset."""
-  if len(images_shape) != 4:
+  if len(images_shape) not in (4, 5):
     raise ValueError(
-        'images must have shape [num_classes, examples_per_class, height, width], '
-        f'got {tuple(images_shape)}.')
+        'images must have shape [num_classes, examples_per_class, height, width] '
+        f'or [..., channels], got {tuple(images_shape)}.')
   for name, value in (('num_ways', num_ways), ('num_shots', num_shots),
                       ('num_queries', num_queries), ('num_tasks', num_tasks)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -50,11 +50,13 @@ def check_episode_request(
 
 
 def _to_task(x, labels, num_ways, num_shots, num_queries, xp):
-  """``x [..., ways, shots + queries, h, w]`` uint8 -> Task of float NHWC batches."""
-  *lead, _, _, h, w = x.shape
+  """``x [tasks, ways, shots + queries, h, w(, c)]`` uint8 -> Task of float NHWC batches."""
+  if x.ndim == 5:
+    x = x[..., None]
+  lead, (h, w, c) = x.shape[:1], x.shape[3:]
   x = x.astype(xp.float32) / 255.0
-  support = x[..., :num_shots, :, :].reshape(*lead, num_ways * num_shots, h, w, 1)
-  query = x[..., num_shots:, :, :].reshape(*lead, num_ways * num_queries, h, w, 1)
+  support = x[:, :, :num_shots].reshape(*lead, num_ways * num_shots, h, w, c)
+  query = x[:, :, num_shots:].reshape(*lead, num_ways * num_queries, h, w, c)
   s_labels = xp.broadcast_to(xp.repeat(labels, num_shots), (*lead, num_ways * num_shots))
   q_labels = xp.broadcast_to(xp.repeat(labels, num_queries), (*lead, num_ways * num_queries))
   return base.Task(support=(support, s_labels.astype(xp.int32)),
@@ -75,7 +77,8 @@ def sample_episodes(
 
   Args:
     key: a ``jax.random`` key; the same key gives the same tasks.
-    images: ``[num_classes, examples_per_class, h, w]`` uint8, on the device.
+    images: ``[num_classes, examples_per_class, h, w(, channels)]`` uint8,
+      on the device.
     num_tasks: tasks in the meta-batch.
     num_ways: N, classes per task.
     num_shots: K, support examples per class.
@@ -83,11 +86,12 @@ def sample_episodes(
     rotate: rotate each drawn class by a random multiple of 90 degrees.
 
   Returns:
-    A ``Task``: support ``(x [num_tasks, N*K, h, w, 1] float32 in [0, 1],
+    A ``Task``: support ``(x [num_tasks, N*K, h, w, channels] float32 in [0, 1]
+    (channels = 1 for grayscale),
     y [num_tasks, N*K] int32)``, query likewise with ``N*num_queries``.
   """
   check_episode_request(images.shape, num_ways, num_shots, num_queries, num_tasks)
-  num_classes, per_class, h, w = images.shape
+  num_classes, per_class, h, w = images.shape[:4]
   if rotate and h != w:
     raise ValueError(f'rotate=True needs square images, got {h}x{w}.')
   n = num_shots + num_queries
@@ -97,10 +101,10 @@ def sample_episodes(
     classes = jax.random.choice(class_key, num_classes, (num_ways,), replace=False)
     examples = jax.vmap(lambda k: jax.random.choice(k, per_class, (n,), replace=False))(
         jax.random.split(example_key, num_ways))
-    x = images[classes[:, None], examples]  # [ways, n, h, w]
+    x = images[classes[:, None], examples]  # [ways, n, h, w(, c)]
     if rotate:
       turns = jax.random.randint(rotation_key, (num_ways,), 0, 4)
-      rotations = jnp.stack([jnp.rot90(x, k, axes=(-2, -1)) for k in range(4)])
+      rotations = jnp.stack([jnp.rot90(x, k, axes=(2, 3)) for k in range(4)])
       x = rotations[turns, jnp.arange(num_ways)]
     return x
 
@@ -139,6 +143,6 @@ def host_episodes(
       x = np.stack([images[c][rng.choice(per_class, n, replace=False)] for c in classes])
       if rotate:
         turns = rng.integers(0, 4, num_ways)
-        x = np.stack([np.rot90(xc, k, axes=(-2, -1)) for xc, k in zip(x, turns)])
+        x = np.stack([np.rot90(xc, k, axes=(1, 2)) for xc, k in zip(x, turns)])
       batch.append(x)
     yield _to_task(np.stack(batch), np.arange(num_ways), num_ways, num_shots, num_queries, np)

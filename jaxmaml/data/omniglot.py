@@ -53,7 +53,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from jaxmaml.checkpoint import atomic_write
+from jaxmaml.checkpoint import atomic_write, default_cache_dir
 
 NUM_CHARACTERS = 1623
 NUM_BACKGROUND_CHARACTERS = 964
@@ -451,11 +451,6 @@ def _build(drawings: Sequence[_Drawing], image_size: int, where: str) -> Omniglo
 
 # ----------------------------------------------------------------------------
 # The cache.
-
-
-def default_cache_dir() -> pathlib.Path:
-  """``$JAXMAML_CACHE`` if set, else ``~/.cache/jaxmaml``."""
-  return pathlib.Path(os.environ.get('JAXMAML_CACHE') or '~/.cache/jaxmaml').expanduser()
 
 
 def _cache_path(cache_dir: pathlib.Path, kind: str, fingerprint: str, image_size: int) -> pathlib.Path:
