@@ -1,7 +1,8 @@
-"""Meta-trains MAML on Omniglot and evaluates it, resuming from checkpoints.
+"""Meta-trains MAML on Omniglot or miniImageNet and evaluates it, resuming from checkpoints.
 
-``train_and_evaluate(config, workdir, data_dir)``: loads Omniglot (zips,
-folders or TFDS), splits the characters 1100/100/423, meta-trains with tasks
+``train_and_evaluate(config, workdir, data_dir)``: loads the data (Omniglot
+from zips, folders or TFDS, split 1100/100/423 characters; miniImageNet in the
+Ravi & Larochelle layout, 64/16/20 classes), meta-trains with tasks
 drawn on the device inside the compiled meta-step, validates every
 ``eval_every`` iterations, keeps the best-on-validation parameters, and tests
 them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
@@ -25,21 +26,27 @@ import tqdm
 
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
-from jaxmaml.data import episodes, omniglot
-from experiments.omniglot.config import Config
+from jaxmaml.data import episodes, miniimagenet, omniglot
+from experiments.fewshot.config import Config
 
 # Fields that change what training computes: a checkpoint resumes only with
 # the same values (num_iterations may grow; the task stream is keyed by step).
+# A checkpoint of the other dataset fails to restore on its parameter shapes.
 TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
                    'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
                    'image_size', 'seed', 'split_seed')
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
-  """``{'train'|'val'|'test': uint8 [characters, 20, size, size]}``, requests checked."""
-  data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
-  splits = {name: data.images[idx]
-            for name, idx in omniglot.split_characters(seed=config.split_seed).items()}
+  """``{'train'|'val'|'test': uint8 [classes, examples, size, size(, 3)]}``, requests checked."""
+  if config.dataset == 'omniglot':
+    data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
+    splits = {name: data.images[idx]
+              for name, idx in omniglot.split_characters(seed=config.split_seed).items()}
+  else:
+    splits = {name: miniimagenet.load_miniimagenet(
+                  data_dir, name, image_size=config.image_size, cache_dir=cache_dir).images
+              for name in miniimagenet.SPLITS}
   for name, images in splits.items():
     try:
       episodes.check_episode_request(
@@ -51,7 +58,8 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
 
 def make_learners(config: Config):
   """(model, training learner, evaluation learner)."""
-  model = jaxmaml.Conv4(config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
+  make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
+  model = make(config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
   loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
   learner = jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
                          first_order=config.first_order, has_aux=True)
@@ -101,7 +109,9 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   splits = load_splits(config, data_dir, cache_dir)
   model, learner, eval_learner = make_learners(config)
   keys = dict(zip(('init', 'train', 'val', 'test'), jax.random.split(jax.random.key(config.seed), 4)))
-  params = model.init(keys['init'], jnp.zeros([1, config.image_size, config.image_size, 1]))['params']
+  channels = 1 if splits['train'].ndim == 4 else splits['train'].shape[-1]
+  params = model.init(
+      keys['init'], jnp.zeros([1, config.image_size, config.image_size, channels]))['params']
   optimizer = optax.adam(config.outer_lr)
   state = jaxmaml.init_train_state(params, optimizer)
   meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}}
@@ -171,11 +181,11 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
              'best_step': progress['best_step'], 'iterations': int(state.step),
              'train_time_s': progress['wall_time_s']}
   lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
-  if config.num_ways == 20 and os.path.exists(lake_path):
+  if config.dataset == 'omniglot' and config.num_ways == 20 and os.path.exists(lake_path):
     results['lake_runs'] = _summary(evaluate_lake_runs(eval_learner, best_params, lake_path,
                                                        config.image_size))
   report = {
-      'experiment': 'omniglot', 'config': dataclasses.asdict(config), 'results': results,
+      'experiment': 'fewshot', 'config': dataclasses.asdict(config), 'results': results,
       'environment': {'jax': jax.__version__, 'backend': jax.default_backend(),
                       'devices': [str(d) for d in jax.devices()],
                       'python': platform.python_version(), 'cpu_count': os.cpu_count()},
@@ -205,7 +215,7 @@ def plot_learning_curve(log_path: str, path: str) -> None:
   if val:
     steps, acc, ci = map(np.asarray, zip(*val))
     ax.errorbar(steps, acc, yerr=ci, color='tab:red', marker='o', label='validation (95% CI)')
-  ax.set(xlabel='meta-iteration', ylabel='accuracy (%)', title='Omniglot, MAML')
+  ax.set(xlabel='meta-iteration', ylabel='accuracy (%)', title='MAML')
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -1,16 +1,19 @@
-"""The Omniglot experiment end to end on the real data (a short run)."""
+"""The few-shot experiment end to end: Omniglot on the real data (a short
+run), miniImageNet on a synthetic dataset in the real layout."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
-from experiments.omniglot import config as config_lib
-from experiments.omniglot import main, train
+from experiments.fewshot import config as config_lib
+from experiments.fewshot import main, train
+from tests.test_miniimagenet_data import _make_dataset
 
-DATA_DIR = config_lib.DEFAULT_DATA_DIR
-pytestmark = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='no Omniglot data')
+DATA_DIR = config_lib.DEFAULT_DATA_DIRS['omniglot']
+needs_omniglot = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='no Omniglot data')
 
 # 5-way 1-shot, second order, meta-batch 16 instead of 32 and 500 iterations
 # instead of 60,000: measured 89.2 ± 2.0 % test accuracy (chance: 20%).
@@ -23,6 +26,7 @@ def cache_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('omniglot_cache'))
 
 
+@needs_omniglot
 def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
   config = config_lib.Config(**SHORT)
   report = train.train_and_evaluate(config, str(tmp_path), DATA_DIR, cache_dir)
@@ -46,16 +50,18 @@ def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
                              DATA_DIR, cache_dir)
 
 
+@needs_omniglot
 def test_request_that_a_split_cannot_serve(tmp_path, cache_dir):
   with pytest.raises(ValueError, match='cannot serve this config.*only 20 per class'):
     train.load_splits(config_lib.Config(num_shots=15, num_queries=10), DATA_DIR, cache_dir)
 
 
+@needs_omniglot
 def test_lake_runs_evaluation(cache_dir):
   """Lake's runs as 20 tasks of 20 queries: one accuracy per run, in 1/20ths."""
   import jax
   import jax.numpy as jnp
-  config = config_lib.CONFIGS['20way1shot']
+  config = config_lib.CONFIGS['omniglot_20way1shot']
   model, _, eval_learner = train.make_learners(config)
   params = model.init(jax.random.key(0), jnp.zeros([1, 28, 28, 1]))['params']
   path = os.path.join(DATA_DIR, 'one-shot-classification', 'all_runs.zip')
@@ -66,9 +72,33 @@ def test_lake_runs_evaluation(cache_dir):
 
 
 def test_command_line():
-  config, args = main.parse_args(['--config', '20way5shot', '--num_iterations', '10'])
+  config, args = main.parse_args(['--config', 'omniglot_20way5shot', '--num_iterations', '10'])
   assert (config.num_ways, config.num_shots, config.inner_lr, config.meta_batch_size,
           config.train_inner_steps, config.num_iterations) == (20, 5, 0.1, 16, 5, 10)
   assert args.workdir == 'runs/omniglot_20way5shot'
+  assert args.data_dir == DATA_DIR
+  config, args = main.parse_args(['--config', 'miniimagenet_5way5shot', '--data_dir', '/d'])
+  assert (config.dataset, config.image_size, config.queries, config.meta_batch_size,
+          config.rotate) == ('miniimagenet', 84, 15, 2, False)
+  assert args.data_dir == '/d'
   with pytest.raises(SystemExit):
-    main.parse_args(['--config', '7way1shot'])
+    main.parse_args(['--config', 'omniglot_7way1shot'])
+  with pytest.raises(SystemExit):
+    main.parse_args(['--dataset', 'cifar'])
+
+
+def test_miniimagenet_pipeline_on_synthetic_data(tmp_path):
+  """The miniImageNet path (color images, max-pool Conv4, flattened head,
+  no rotations) runs end to end. The synthetic val and test splits have one
+  class each, hence 1-way tasks: this checks the plumbing, not learning."""
+  root = _make_dataset(tmp_path / 'mini', per_class=6, size=(24, 24))
+  config = config_lib.Config(
+      **{**dataclasses.asdict(config_lib.CONFIGS['miniimagenet_5way1shot']),
+         'num_ways': 1, 'num_queries': 2, 'image_size': 16, 'num_iterations': 4,
+         'eval_every': 4, 'num_val_tasks': 4, 'num_test_tasks': 4, 'train_inner_steps': 2,
+         'eval_inner_steps': 2})
+  report = train.train_and_evaluate(config, str(tmp_path / 'run'), str(root),
+                                    str(tmp_path / 'cache'), plots=False)
+  assert report['results']['iterations'] == 4
+  assert report['results']['test']['num_tasks'] == 4
+  assert 'lake_runs' not in report['results']

@@ -1,0 +1,57 @@
+"""Few-shot MAML: ``python -m experiments.fewshot.main --config omniglot_5way1shot``.
+
+``--config`` picks one of the paper's settings (omniglot_5way1shot,
+omniglot_5way5shot, omniglot_20way1shot, omniglot_20way5shot,
+miniimagenet_5way1shot, miniimagenet_5way5shot); every field of ``Config`` is
+also a flag that overrides it (``--num_iterations 2000``, ``--first_order``). A
+rerun with the same ``--workdir`` resumes from its last checkpoint.
+"""
+
+import argparse
+import sys
+
+from experiments import cli
+from experiments.fewshot import config as config_lib
+from experiments.fewshot import train
+
+
+def parse_args(argv: list[str]):
+  parser = argparse.ArgumentParser(
+      description='MAML few-shot classification on Omniglot or miniImageNet (Finn et al. 2017).',
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--config', default='omniglot_5way1shot',
+                      choices=sorted(config_lib.CONFIGS))
+  parser.add_argument('--workdir', default=None,
+                      help='checkpoints, logs and results (default runs/<config>)')
+  parser.add_argument('--data_dir', default=None,
+                      help='Omniglot: the zips or their folders, or a TFDS data_dir '
+                      f"(default {config_lib.DEFAULT_DATA_DIRS['omniglot']}); miniImageNet: "
+                      "images/ and the CSVs (default $JAXMAML_MINIIMAGENET or data/miniimagenet)")
+  parser.add_argument('--cache_dir', default=None,
+                      help='preprocessed-array cache (default $JAXMAML_CACHE or ~/.cache/jaxmaml)')
+  known, _ = parser.parse_known_args(argv)
+  cli.add_config_flags(parser, config_lib.Config, config_lib.CONFIGS[known.config])
+  args = parser.parse_args(argv)
+  args.workdir = args.workdir or f'runs/{args.config}'
+  config = cli.config_from_args(parser, args, config_lib.Config)
+  args.data_dir = args.data_dir or config_lib.DEFAULT_DATA_DIRS[config.dataset]
+  return config, args
+
+
+def main(argv: list[str] | None = None) -> None:
+  config, args = parse_args(sys.argv[1:] if argv is None else argv)
+  print(f'{args.config}: {config}\nwriting to {args.workdir}')
+  report = train.train_and_evaluate(config, args.workdir, args.data_dir, args.cache_dir)
+  r = report['results']
+  paper, paper_ci = config_lib.PAPER_ACCURACY.get(args.config, (float('nan'), float('nan')))
+  print(f"\ntest accuracy ({r['test']['num_tasks']} tasks): {r['test']['accuracy']:.2f} "
+        f"± {r['test']['ci95']:.2f} %  (paper: {paper} ± {paper_ci} %), "
+        f"{r['iterations']} iterations, {r['train_time_s'] / 3600:.2f} h, best validation "
+        f"{r['best_val_accuracy']:.2f} % at step {r['best_step']}")
+  if 'lake_runs' in r:
+    print(f"Lake et al.'s 20 one-shot runs: {r['lake_runs']['accuracy']:.2f} "
+          f"± {r['lake_runs']['ci95']:.2f} %")
+
+
+if __name__ == '__main__':
+  main()
