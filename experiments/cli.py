@@ -30,3 +30,11 @@ def config_from_args(parser, args: argparse.Namespace, config_cls, **overrides):
     return config_cls(**{**values, **overrides})
   except ValueError as e:
     parser.error(str(e))
+
+
+def check_positive_ints(config, names) -> None:
+  """Raises a ValueError naming the first field of ``names`` that is not an int >= 1."""
+  for name in names:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f'{name} must be a positive int, got {value!r}.')

@@ -4,6 +4,8 @@ miniImageNet settings."""
 import dataclasses
 import os
 
+from experiments import cli
+
 # Where `make`/CI find Omniglot: ../shared/data beside the repository.
 DEFAULT_DATA_DIRS = {
     'omniglot': os.environ.get('JAXMAML_OMNIGLOT', os.path.join(
@@ -73,13 +75,10 @@ class Config:
   checkpoint_every: int = 500
 
   def __post_init__(self):
-    for name in ('num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps',
-                 'meta_batch_size', 'num_iterations', 'image_size', 'num_val_tasks',
-                 'num_test_tasks', 'eval_batch_size', 'eval_every', 'log_every',
-                 'checkpoint_every'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}.')
+    cli.check_positive_ints(self, (
+        'num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps', 'meta_batch_size',
+        'num_iterations', 'image_size', 'num_val_tasks', 'num_test_tasks', 'eval_batch_size',
+        'eval_every', 'log_every', 'checkpoint_every'))
     if self.num_queries is not None and self.num_queries < 1:
       raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
     if self.dataset not in DATASETS:

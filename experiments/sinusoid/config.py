@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from experiments import cli
+
 PAPER_ITERATIONS = 70_000
 
 
@@ -52,12 +54,9 @@ class Config:
   checkpoint_every: int = 5_000
 
   def __post_init__(self):
-    for name in ('num_iterations', 'meta_batch_size', 'train_inner_steps',
-                 'eval_inner_steps', 'num_val_tasks', 'num_test_query',
-                 'log_every', 'checkpoint_every'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}.')
+    cli.check_positive_ints(self, (
+        'num_iterations', 'meta_batch_size', 'train_inner_steps', 'eval_inner_steps',
+        'num_val_tasks', 'num_test_query', 'log_every', 'checkpoint_every'))
     if self.num_test_tasks < 2:
       raise ValueError(f'num_test_tasks must be >= 2, got {self.num_test_tasks}.')
     if not self.shots or any(k < 1 for k in self.shots):
