@@ -45,6 +45,12 @@ def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
   # the same best parameters, the same test tasks, the same accuracy.
   again = train.train_and_evaluate(config, str(tmp_path), DATA_DIR, cache_dir, plots=False)
   assert again['results']['test'] == pytest.approx(results['test'])
+  # test_only trains nothing even when more iterations are asked for.
+  interim = train.train_and_evaluate(config_lib.Config(**dict(SHORT, num_iterations=600)),
+                                     str(tmp_path), DATA_DIR, cache_dir, plots=False,
+                                     test_only=True)
+  assert interim['results']['iterations'] == 500
+  assert interim['results']['test'] == pytest.approx(results['test'])
   with pytest.raises(ValueError, match='different training config'):
     train.train_and_evaluate(config_lib.Config(**dict(SHORT, inner_lr=0.1)), str(tmp_path),
                              DATA_DIR, cache_dir)

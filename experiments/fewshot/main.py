@@ -29,6 +29,8 @@ def parse_args(argv: list[str]):
                       "images/ and the CSVs (default $JAXMAML_MINIIMAGENET or data/miniimagenet)")
   parser.add_argument('--cache_dir', default=None,
                       help='preprocessed-array cache (default $JAXMAML_CACHE or ~/.cache/jaxmaml)')
+  parser.add_argument('--test_only', action='store_true',
+                      help='train nothing: test the best checkpoint in --workdir as it is')
   known, _ = parser.parse_known_args(argv)
   cli.add_config_flags(parser, config_lib.Config, config_lib.CONFIGS[known.config])
   args = parser.parse_args(argv)
@@ -41,7 +43,8 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
   print(f'{args.config}: {config}\nwriting to {args.workdir}')
-  report = train.train_and_evaluate(config, args.workdir, args.data_dir, args.cache_dir)
+  report = train.train_and_evaluate(config, args.workdir, args.data_dir, args.cache_dir,
+                                    test_only=args.test_only)
   r = report['results']
   paper, paper_ci = config_lib.PAPER_ACCURACY.get(args.config, (float('nan'), float('nan')))
   print(f"\ntest accuracy ({r['test']['num_tasks']} tasks): {r['test']['accuracy']:.2f} "

@@ -103,8 +103,14 @@ def _summary(accuracies) -> dict:
 
 
 def train_and_evaluate(config: Config, workdir: str, data_dir: str,
-                       cache_dir: str | None = None, plots: bool = True) -> dict:
-  """Runs (or resumes) the experiment; returns the report written to results.json."""
+                       cache_dir: str | None = None, plots: bool = True,
+                       test_only: bool = False) -> dict:
+  """Runs (or resumes) the experiment; returns the report written to results.json.
+
+  With ``test_only=True`` nothing is trained: the best-on-validation
+  parameters in ``workdir`` are tested as they are (an interim result of a
+  run in progress).
+  """
   os.makedirs(workdir, exist_ok=True)
   splits = load_splits(config, data_dir, cache_dir)
   model, learner, eval_learner = make_learners(config)
@@ -145,7 +151,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
   bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
                   desc=f'MAML {config.num_ways}-way {config.num_shots}-shot')
-  for it in range(start, config.num_iterations):
+  for it in range(start, start if test_only else config.num_iterations):
     state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
     done = it + 1
     if done % config.log_every == 0 or done == config.num_iterations:
