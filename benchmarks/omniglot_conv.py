@@ -13,7 +13,6 @@ warm-up, ``block_until_ready``). Writes JSON.
 import argparse
 import json
 import os
-import platform
 import time
 
 import jax
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmaml
+from experiments import cli
 
 
 def bench_one(conv: str, task_map: str, args) -> dict:
@@ -77,9 +77,7 @@ def main(argv=None):
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump({'benchmark': 'omniglot_conv', 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
-               'environment': {'jax': jax.__version__, 'backend': jax.default_backend(),
-                               'python': platform.python_version(),
-                               'cpu_count': os.cpu_count()},
+               'environment': cli.environment(),
                'config': vars(args), 'results': rows}, f, indent=2)
   return rows
 

@@ -15,7 +15,6 @@ whose body XLA counts once). Writes a JSON file and a Markdown table.
 import argparse
 import json
 import os
-import platform
 import time
 
 import jax
@@ -25,6 +24,7 @@ import optax
 
 import jaxmaml
 from jaxmaml.data import sinusoid
+from experiments import cli
 
 VARIANTS = {
     'second_order': dict(first_order=False, remat=False),
@@ -129,10 +129,7 @@ def main(argv=None):
   report = {
       'benchmark': 'sinusoid_orders',
       'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
-      'environment': {'jax': jax.__version__, 'backend': jax.default_backend(),
-                      'devices': [str(d) for d in jax.devices()],
-                      'python': platform.python_version(), 'machine': platform.machine(),
-                      'cpu_count': os.cpu_count()},
+      'environment': cli.environment(),
       'config': vars(args),
       'results': rows,
   }

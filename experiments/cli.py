@@ -1,9 +1,14 @@
-"""Command-line flags from a frozen config dataclass: every field is a flag."""
+"""Shared by experiments and benchmarks: flags from a frozen config dataclass
+(every field is a flag), and the environment record written into results."""
 
 import argparse
 import dataclasses
+import os
+import platform
 import types
 import typing
+
+import jax
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None) -> None:
@@ -38,3 +43,10 @@ def check_positive_ints(config, names) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name} must be a positive int, got {value!r}.')
+
+
+def environment() -> dict:
+  """What produced a result: JAX version, backend, devices, Python, machine."""
+  return {'jax': jax.__version__, 'backend': jax.default_backend(),
+          'devices': [str(d) for d in jax.devices()], 'python': platform.python_version(),
+          'machine': platform.machine(), 'cpu_count': os.cpu_count()}

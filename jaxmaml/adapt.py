@@ -8,7 +8,7 @@ grow with the number of inner steps.
 """
 
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import time
 
 import jax
@@ -27,6 +26,7 @@ import tqdm
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
 from jaxmaml.data import episodes, miniimagenet, omniglot
+from experiments import cli
 from experiments.fewshot.config import Config
 
 # Fields that change what training computes: a checkpoint resumes only with
@@ -73,15 +73,18 @@ def _task_mapping(config: Config) -> dict:
   return {'task_map': config.task_map, 'batch_size': batch_size}
 
 
+_sample = jax.jit(episodes.sample_episodes, static_argnums=2,
+                  static_argnames=('num_ways', 'num_shots', 'num_queries', 'rotate'))
+
+
 def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Config):
   """Per-task accuracies ``[num_tasks]`` on tasks drawn from ``images``."""
-  sample = jax.jit(functools.partial(
-      episodes.sample_episodes, num_ways=config.num_ways, num_shots=config.num_shots,
-      num_queries=config.queries, rotate=config.rotate), static_argnums=2)
   accuracies = []
   for start in range(0, num_tasks, config.eval_batch_size):
     size = min(config.eval_batch_size, num_tasks - start)
-    tasks = sample(jax.random.fold_in(key, start), images, size)
+    tasks = _sample(jax.random.fold_in(key, start), images, size, num_ways=config.num_ways,
+                    num_shots=config.num_shots, num_queries=config.queries,
+                    rotate=config.rotate)
     metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks, **_task_mapping(config))
     accuracies.append(np.asarray(metrics['accuracy']))
   return np.concatenate(accuracies)
@@ -192,9 +195,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
                                                        config.image_size))
   report = {
       'experiment': 'fewshot', 'config': dataclasses.asdict(config), 'results': results,
-      'environment': {'jax': jax.__version__, 'backend': jax.default_backend(),
-                      'devices': [str(d) for d in jax.devices()],
-                      'python': platform.python_version(), 'cpu_count': os.cpu_count()},
+      'environment': cli.environment(),
   }
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(report, f, indent=2)

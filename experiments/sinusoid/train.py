@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import time
 
 import jax
@@ -25,6 +24,7 @@ import tqdm
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
 from jaxmaml.data import sinusoid
+from experiments import cli
 from experiments.sinusoid.config import Config
 
 
@@ -292,12 +292,7 @@ def train_and_evaluate(config: Config, workdir: str, plots: bool = True) -> dict
   report = {
       'experiment': 'sinusoid',
       'config': dataclasses.asdict(config),
-      'environment': {
-          'jax': jax.__version__, 'backend': jax.default_backend(),
-          'devices': [str(d) for d in jax.devices()],
-          'python': platform.python_version(), 'machine': platform.machine(),
-          'cpu_count': os.cpu_count(),
-      },
+      'environment': cli.environment(),
       'results': results,
       'table': format_table(results, config),
   }
