@@ -27,7 +27,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 bench: install
-	$(PY) -m benchmarks.sinusoid_orders
+	$(PY) -m benchmarks.harness
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,8 +3,8 @@
 One ``adapt`` core serves every algorithm of the family. It is differentiable
 end to end (second-order MAML differentiates through it), can cut the
 second-order term (``first_order=True``), and can trade compute for memory
-(``remat=True``) so that the memory of a second-order meta-gradient does not
-grow with the number of inner steps.
+(``remat``) so that the memory of a second-order meta-gradient grows slowly
+with the number of inner steps.
 """
 
 import numbers
@@ -103,7 +103,7 @@ def make_adapt(
     inner_lr: InnerLR,
     num_steps: int,
     first_order: bool = False,
-    remat: bool = False,
+    remat: bool | int = False,
     unroll: int | bool | None = None,
     has_aux: bool = False,
 ) -> base.AdaptFn:
@@ -121,11 +121,16 @@ def make_adapt(
     first_order: if True, ``lax.stop_gradient`` is applied to each inner
       gradient, so differentiating through ``adapt`` drops second-order terms
       (first-order MAML).
-    remat: if True, the scan body is wrapped in ``jax.checkpoint``: the
-      backward pass stores only the parameters entering each step, not the
-      activations and gradients inside it, and recomputes those. Memory then
-      grows by one copy of the parameters per step instead of one step's
-      activations; what dominates depends on the model (see the benchmarks).
+    remat: rematerialisation of the inner loop for the backward pass.
+      ``True`` (or 1): each step is wrapped in ``jax.checkpoint``; the
+      backward pass keeps only the parameters entering each step, not the
+      activations and gradients inside it, and recomputes those: memory grows
+      by one copy of the parameters per step instead of one step's
+      activations. An int ``s > 1``: two-level checkpointing, steps grouped
+      into segments of ``s`` steps, each segment checkpointed as a whole and
+      each step inside it too: about ``num_steps / s + s`` parameter copies
+      (fewest at ``s`` near ``sqrt(num_steps)``) for one more forward pass
+      of the inner loop.
     unroll: passed to ``lax.scan``. ``None`` unrolls fully when
       ``num_steps <= MAX_DEFAULT_UNROLL`` and keeps a rolled loop otherwise,
       or with ``remat=True`` (XLA can undo rematerialisation across unrolled
@@ -154,6 +159,9 @@ def make_adapt(
   """
   num_steps = check_num_steps(num_steps)
   lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
+  if not isinstance(remat, numbers.Integral) or remat < 0:
+    raise ValueError(f'remat must be a bool or a positive int (segment length), got {remat!r}.')
+  segment = int(remat)
   if unroll is None:
     unroll = 1 if remat else num_steps <= MAX_DEFAULT_UNROLL
   elif not isinstance(unroll, bool) and (
@@ -187,7 +195,22 @@ def make_adapt(
 
     if remat:
       step = jax.checkpoint(step)
+    scan = lambda params, xs, length: jax.lax.scan(step, params, xs, length=length,
+                                                   unroll=unroll)
     xs = inner_lr if lr_kind == 'schedule' else None
-    return jax.lax.scan(step, params, xs, length=num_steps, unroll=unroll)
+    if segment <= 1 or segment >= num_steps:
+      return scan(params, xs, num_steps)
+    # Two-level checkpointing: a checkpointed scan over whole segments, then
+    # the remaining steps.
+    num_segments = num_steps // segment
+    split = num_segments * segment
+    segment_xs = None if xs is None else xs[:split].reshape(num_segments, segment)
+    run_segment = jax.checkpoint(lambda params, xs: scan(params, xs, segment))
+    params, losses = jax.lax.scan(run_segment, params, segment_xs, length=num_segments)
+    losses = losses.reshape(split)
+    if split < num_steps:
+      params, rest = scan(params, None if xs is None else xs[split:], num_steps - split)
+      losses = jnp.concatenate([losses, rest])
+    return params, losses
 
   return adapt

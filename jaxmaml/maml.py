@@ -37,7 +37,7 @@ def maml(
     inner_lr: adapt_lib.InnerLR,
     num_steps: int,
     first_order: bool = False,
-    remat: bool = False,
+    remat: bool | int = False,
     unroll: int | bool | None = None,
     has_aux: bool = False,
 ) -> base.MetaLearner:
@@ -55,8 +55,9 @@ def maml(
       see ``jaxmaml.adapt.InnerLR``).
     num_steps: inner gradient steps per task, a positive int.
     first_order: drop the second-order terms (FOMAML).
-    remat: checkpoint each inner step so second-order memory stays flat in
-      ``num_steps``.
+    remat: checkpoint each inner step (``True``) or segments of that many
+      steps and each step within them (an int > 1) to trade compute for
+      second-order memory (see ``make_adapt``).
     unroll: ``lax.scan`` unroll of the inner loop (see ``make_adapt``).
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
 

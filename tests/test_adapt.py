@@ -38,7 +38,7 @@ def problem():
 
 
 @pytest.mark.parametrize('use_jit, unroll', [(True, None), (True, 1), (False, 1)])
-@pytest.mark.parametrize('remat', [False, True])
+@pytest.mark.parametrize('remat', [False, True, 2])
 @pytest.mark.parametrize('first_order', [False, True])
 @pytest.mark.parametrize('num_steps', [1, 3, 5])
 def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unroll, use_jit):
@@ -68,12 +68,13 @@ def test_first_order_differs_from_second_order(problem):
   assert rel_l2(grads[True], grads[False]) > 1e-3
 
 
-def test_schedule_array_and_callable(problem):
+@pytest.mark.parametrize('remat', [False, 2])
+def test_schedule_array_and_callable(problem, remat):
   loss_fn, params, t = problem
   rates = [0.1, 0.05, 0.02]
   schedule = optax.linear_schedule(0.1, 0.0, transition_steps=4)  # 0.1, 0.075, 0.05
   for inner_lr, expected in ((jnp.array(rates), rates), (schedule, [0.1, 0.075, 0.05])):
-    adapt = jaxmaml.make_adapt(loss_fn, inner_lr=inner_lr, num_steps=3)
+    adapt = jaxmaml.make_adapt(loss_fn, inner_lr=inner_lr, num_steps=3, remat=remat)
     ref = lambda p, s: reference_adapt(loss_fn, p, s, expected)
     assert rel_l2(adapt(params, t.support)[0], ref(params, t.support)[0]) < TOL
     g = jax.jit(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)

@@ -1,32 +1,61 @@
-"""Smoke test of the benchmark script: schema, finite and positive numbers."""
+"""Smoke tests of the benchmark harness: schema, finite and positive numbers,
+and the properties a correct measurement must show."""
 
 import json
 import math
+import os
 
-from benchmarks import sinusoid_orders
+import pytest
+
+from benchmarks import harness
+from experiments.fewshot import config as fewshot_config
+
+POSITIVE = ('lower_s', 'compile_s', 'step_s_median', 'tasks_per_s', 'model_flops_per_step',
+            'achieved_flop_per_s', 'xla_temp_bytes', 'xla_peak_bytes', 'peak_rss_bytes')
 
 
-def test_sinusoid_orders_quick(tmp_path):
-  out = tmp_path / 'bench.json'
-  sinusoid_orders.main(['--inner_steps', '1', '2', '--warmup', '1', '--repeats', '2',
-                        '--steps_per_repeat', '2', '--meta_batch_size', '4',
-                        '--out', str(out)])
-  report = json.loads(out.read_text())
+def test_sweep_schema_and_memory(tmp_path):
+  harness.main(['--sections', 'sweep', '--sweep_shapes', 'sinusoid', '--sweep_steps', '1', '4',
+                '--repeats', '2', '--min_block_s', '0.01', '--matmul_size', '128',
+                '--out', str(tmp_path)])
+  report = json.loads((tmp_path / 'harness.json').read_text())
   assert report['environment']['backend'] == 'cpu'
-  rows = report['results']
-  assert {(r['variant'], r['inner_steps']) for r in rows} == {
-      (v, n) for v in sinusoid_orders.VARIANTS for n in (1, 2)}
-  for r in rows:
-    keys = ['compile_s', 'step_s_median', 'tasks_per_s']
-    if r['inner_loop'] == 'unrolled':
-      keys.append('flops_per_step')
-    else:
-      assert r['flops_per_step'] is None
-    for key in keys:
+  assert report['matmul']['flop_per_s'] > 0
+  rows = {(r['variant'], r['inner_steps']): r for r in report['sweep']}
+  assert set(rows) == {(v, n) for v in harness.VARIANTS for n in (1, 4)}
+  for r in rows.values():
+    for key in POSITIVE:
       assert math.isfinite(r[key]) and r[key] > 0, (key, r)
     lo, hi = r['step_s_iqr']
     assert 0 < lo <= r['step_s_median'] <= hi
-    assert r['memory']['temp_bytes'] > 0
-  # Second order does strictly more arithmetic than first order.
-  flops = {(r['variant'], r['inner_steps']): r['flops_per_step'] for r in rows}
-  assert flops['second_order', 2] > flops['first_order', 2]
+    assert r['peak_rss_bytes'] >= r['rss_before_build_bytes']
+  # Second order does more arithmetic than first order; remat does not change
+  # the model FLOPs but cuts the scratch memory of 4 inner steps.
+  assert rows['second_order', 4]['model_flops_per_step'] > rows['first_order', 4]['model_flops_per_step']
+  for remat in ('second_order_remat', 'second_order_remat_sqrt'):
+    assert rows[remat, 4]['model_flops_per_step'] == rows['second_order', 4]['model_flops_per_step']
+    assert rows[remat, 4]['xla_temp_bytes'] < rows['second_order', 4]['xla_temp_bytes']
+  for name in ('harness.md', 'sweep.png'):
+    assert os.path.getsize(tmp_path / name) > 0
+
+
+def test_bad_arguments_are_usage_errors():
+  for argv in (['--repeats', '0'], ['--sweep_steps', '0', '2'], ['--budget_s', '-1']):
+    with pytest.raises(SystemExit):
+      harness.main(argv)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(fewshot_config.DEFAULT_DATA_DIRS['omniglot']),
+                    reason='no Omniglot data')
+def test_accuracy_section(tmp_path):
+  harness.main(['--sections', 'accuracy', '--budget_s', '5', '--eval_every', '10',
+                '--num_val_tasks', '4', '--num_test_tasks', '20', '--matmul_size', '128',
+                '--repeats', '2', '--out', str(tmp_path)])
+  rows = json.loads((tmp_path / 'harness.json').read_text())['accuracy']
+  assert [r['variant'] for r in rows] == ['second_order', 'first_order']
+  for r in rows:
+    assert r['meta_train_time_s'] >= 5 and r['iterations'] > 0, r
+    assert r['test']['num_tasks'] == 20 and 0 <= r['test']['accuracy'] <= 100
+    assert r['val_curve'], r
+  assert os.path.getsize(tmp_path / 'accuracy_vs_time.png') > 0

@@ -116,3 +116,9 @@ def test_sinusoid_sampler_arguments(kwargs, match):
   args = {'num_tasks': 2, 'num_support': 5, 'num_query': 5, **kwargs}
   with pytest.raises(ValueError, match=match):
     sinusoid.sample_tasks(jax.random.key(0), **args)
+
+
+@pytest.mark.parametrize('remat', [-1, 'yes', 1.5])
+def test_remat(remat):
+  with pytest.raises(ValueError, match='remat'):
+    jaxmaml.make_adapt(lambda p, b: 0.0, inner_lr=0.1, num_steps=2, remat=remat)

@@ -93,18 +93,35 @@ def test_command_line():
     main.parse_args(['--dataset', 'cifar'])
 
 
-def test_miniimagenet_pipeline_on_synthetic_data(tmp_path):
-  """The miniImageNet path (color images, max-pool Conv4, flattened head,
-  no rotations) runs end to end. The synthetic val and test splits have one
-  class each, hence 1-way tasks: this checks the plumbing, not learning."""
+def _synthetic_miniimagenet(tmp_path, **overrides):
   root = _make_dataset(tmp_path / 'mini', per_class=6, size=(24, 24))
   config = config_lib.Config(
       **{**dataclasses.asdict(config_lib.CONFIGS['miniimagenet_5way1shot']),
          'num_ways': 1, 'num_queries': 2, 'image_size': 16, 'num_iterations': 4,
          'eval_every': 4, 'num_val_tasks': 4, 'num_test_tasks': 4, 'train_inner_steps': 2,
-         'eval_inner_steps': 2})
-  report = train.train_and_evaluate(config, str(tmp_path / 'run'), str(root),
-                                    str(tmp_path / 'cache'), plots=False)
+         'eval_inner_steps': 2, **overrides})
+  return train.train_and_evaluate(config, str(tmp_path / 'run'), str(root),
+                                  str(tmp_path / 'cache'), plots=False)
+
+
+def test_miniimagenet_pipeline_on_synthetic_data(tmp_path):
+  """The miniImageNet path (color images, max-pool Conv4, flattened head,
+  no rotations) runs end to end. The synthetic val and test splits have one
+  class each, hence 1-way tasks: this checks the plumbing, not learning."""
+  report = _synthetic_miniimagenet(tmp_path)
   assert report['results']['iterations'] == 4
   assert report['results']['test']['num_tasks'] == 4
   assert 'lake_runs' not in report['results']
+
+
+def test_time_budget_stops_training(tmp_path):
+  """time_budget_s ends training (validation excluded) long before num_iterations,
+  with a final validation at the last iteration."""
+  report = _synthetic_miniimagenet(tmp_path, num_iterations=10**6, eval_every=10**5,
+                                   time_budget_s=2.0)
+  results = report['results']
+  assert 0 < results['iterations'] < 10**6
+  assert 2.0 <= results['meta_train_time_s'] <= results['train_time_s']
+  with open(tmp_path / 'run' / 'log.jsonl') as f:
+    rows = [json.loads(line) for line in f]
+  assert [r['step'] for r in rows if 'val_accuracy' in r] == [results['iterations']]

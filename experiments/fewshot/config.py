@@ -30,6 +30,9 @@ class Config:
     meta_batch_size: tasks per meta-step (paper: 32 for 5-way, 16 for 20-way).
     outer_lr: Adam learning rate.
     num_iterations: meta-training iterations (paper: 60,000).
+    time_budget_s: if set, training also stops once this many seconds of
+      meta-training (validation excluded) have been spent, e.g. to compare
+      variants at equal wall-clock budget.
     first_order: first-order MAML.
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
@@ -58,6 +61,7 @@ class Config:
   meta_batch_size: int = 32
   outer_lr: float = 1e-3
   num_iterations: int = 60_000
+  time_budget_s: float | None = None
   first_order: bool = False
   rotate: bool = True
   conv: str = 'matmul'
@@ -83,6 +87,8 @@ class Config:
       raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
     if self.dataset not in DATASETS:
       raise ValueError(f'dataset must be one of {DATASETS}, got {self.dataset!r}.')
+    if self.time_budget_s is not None and not self.time_budget_s > 0:
+      raise ValueError(f'time_budget_s must be positive or None, got {self.time_budget_s}.')
     if self.num_test_tasks < 2 or self.num_val_tasks < 2:
       raise ValueError('num_val_tasks and num_test_tasks must be >= 2.')
 

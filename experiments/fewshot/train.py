@@ -124,7 +124,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   optimizer = optax.adam(config.outer_lr)
   state = jaxmaml.init_train_state(params, optimizer)
   meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}}
-  progress = {'best_val': -1.0, 'best_step': 0, 'wall_time_s': 0.0}
+  progress = {'best_val': -1.0, 'best_step': 0, 'wall_time_s': 0.0, 'eval_time_s': 0.0}
   state_path, best_path = os.path.join(workdir, 'state.ckpt'), os.path.join(workdir, 'best.ckpt')
   restored = restore_checkpoint(state_path, state)
   if restored is not None:
@@ -132,7 +132,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
     if saved['config'] != json.loads(json.dumps(meta['config'])):
       raise ValueError(f'{state_path} was written with a different training config '
                        f"({saved['config']}); use another --workdir.")
-    progress = saved['progress']
+    progress = {'eval_time_s': 0.0, **saved['progress']}
   best_params = state.params
   restored_best = restore_checkpoint(best_path, params)
   if restored_best is not None:
@@ -152,33 +152,41 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   start, running = int(state.step), None
   begin = time.perf_counter()
   elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
+  train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
   bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
                   desc=f'MAML {config.num_ways}-way {config.num_shots}-shot')
   for it in range(start, start if test_only else config.num_iterations):
     state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
     done = it + 1
-    if done % config.log_every == 0 or done == config.num_iterations:
+    last = done == config.num_iterations or (
+        config.time_budget_s is not None and train_time() >= config.time_budget_s)
+    if done % config.log_every == 0 or last:
       acc, loss = float(jnp.mean(metrics['accuracy'])), float(jnp.mean(metrics['loss']))
       running = acc if running is None else 0.9 * running + 0.1 * acc
       log.write(json.dumps({'step': done, 'train_accuracy': acc, 'train_loss': loss,
-                            'time_s': elapsed()}) + '\n')
+                            'time_s': elapsed(), 'meta_train_time_s': train_time()}) + '\n')
       bar.set_postfix(acc=f'{running:.3f}', loss=f'{loss:.3f}',
                       best_val=f"{progress['best_val']:.1f}%")
-    if done % config.eval_every == 0 or done == config.num_iterations:
+    if done % config.eval_every == 0 or last:
+      eval_start = time.perf_counter()
       val = evaluate_split(eval_learner, state.params, val_images, keys['val'],
                            config.num_val_tasks, config)
       summary = _summary(val)
+      progress['eval_time_s'] += time.perf_counter() - eval_start
       log.write(json.dumps({'step': done, 'val_accuracy': summary['accuracy'],
-                            'val_ci95': summary['ci95'], 'time_s': elapsed()}) + '\n')
+                            'val_ci95': summary['ci95'], 'time_s': elapsed(),
+                            'meta_train_time_s': train_time()}) + '\n')
       if summary['accuracy'] > progress['best_val']:
         progress.update(best_val=summary['accuracy'], best_step=done)
         best_params = state.params
         save_checkpoint(best_path, best_params, {'step': done, **summary})
-    if done % config.checkpoint_every == 0 or done == config.num_iterations:
+    if done % config.checkpoint_every == 0 or last:
       jax.block_until_ready(state)
       save_checkpoint(state_path, state, {**meta, 'progress': {**progress, 'wall_time_s': elapsed()}})
       log.flush()
     bar.update(1)
+    if last:
+      break
   bar.close()
   jax.block_until_ready(state)
   progress['wall_time_s'] = elapsed()
@@ -188,7 +196,8 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
                         config.num_test_tasks, config)
   results = {'test': _summary(test), 'best_val_accuracy': progress['best_val'],
              'best_step': progress['best_step'], 'iterations': int(state.step),
-             'train_time_s': progress['wall_time_s']}
+             'train_time_s': progress['wall_time_s'],
+             'meta_train_time_s': progress['wall_time_s'] - progress['eval_time_s']}
   lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
   if config.dataset == 'omniglot' and config.num_ways == 20 and os.path.exists(lake_path):
     results['lake_runs'] = _summary(evaluate_lake_runs(eval_learner, best_params, lake_path,

@@ -1,0 +1,488 @@
+"""The benchmark harness: first- vs second-order MAML (and remat) on cost and accuracy.
+
+One command measures, for each variant (``second_order``, ``first_order``,
+``second_order_remat``: each inner step checkpointed, ``second_order_remat_sqrt``:
+two-level checkpointing with segments of about sqrt(inner steps) steps) and
+each problem shape (the sinusoid MLP; the Omniglot
+Conv4 in its 5-way 1-shot and 20-way 1-shot settings):
+
+* ``variants``: lowering and compile time (separately), steady-state time of
+  the whole jitted meta-step (Optax update included; median and interquartile
+  range of repeated timed blocks after warm-up, ``block_until_ready``), tasks
+  per second, memory, and FLOP/s;
+* ``sweep``: the same against the number of inner steps (1, 2, 5, 10, 20);
+* ``accuracy``: first- vs second-order Omniglot 5-way 1-shot trained for the
+  same meta-training wall time (validation excluded), then tested on 600
+  tasks (mean and 95% CI); needs the Omniglot data;
+* ``peers``: ``benchmarks.peers`` (PyTorch, learn2learn) in the same run, if
+  PyTorch is installed.
+
+Each measurement of the first two sections runs in a fresh Python process, so
+that its peak RSS is its own. Definitions:
+
+* memory: ``xla_temp_bytes`` is the scratch memory of the compiled step
+  (XLA's memory analysis: what grows with inner steps); ``xla_peak_bytes``
+  adds its arguments and outputs (minus donated aliases); ``peak_rss_bytes``
+  is the process's peak resident set (the JAX runtime included; compare it
+  with ``rss_before_build_bytes``); ``device_peak_bytes`` is the device's
+  allocator peak where the backend reports one (GPU, TPU).
+* FLOPs are *model* FLOPs: XLA's cost analysis of the same meta-step lowered
+  with tasks vmapped and the inner loop unrolled (a loop body would be counted
+  once), without remat (its recomputation is overhead, not work).
+  ``matmul_fraction`` compares the achieved FLOP/s with a dense float32
+  matmul measured on the same device in the same run.
+
+Writes ``harness.json`` (machine, versions, config, every figure),
+``harness.md`` (tables) and PNG plots into ``--out``.
+
+    python -m benchmarks.harness --quick     # a few minutes on CPU
+    python -m benchmarks.harness             # the full run
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner steps).
+    'second_order': dict(first_order=False, remat=False),
+    'first_order': dict(first_order=True, remat=False),
+    'second_order_remat': dict(first_order=False, remat=True),
+    'second_order_remat_sqrt': dict(first_order=False, remat='sqrt'),
+}
+
+
+class Shape(NamedTuple):
+  """A problem: the model and the meta-batch it is trained on."""
+
+  model: str  # 'mlp' (sinusoid) or 'conv4' (Omniglot, 28x28x1).
+  ways: int
+  shots: int
+  queries: int
+  meta_batch_size: int
+  inner_lr: float
+  inner_steps: int
+  task_map: str
+  batch_size: int | None = None
+
+
+SHAPES = {  # Hyperparameters of the MAML paper; task mapping as in our configs.
+    'sinusoid': Shape('mlp', 1, 10, 10, 25, 0.01, 1, 'vmap'),
+    'omniglot_5way1shot': Shape('conv4', 5, 1, 1, 32, 0.4, 1, 'map', 4),
+    'omniglot_20way1shot': Shape('conv4', 20, 1, 1, 16, 0.1, 5, 'map', 4),
+}
+
+
+def _problem(shape: Shape, inner_steps: int, **learner_kwargs):
+  """``(learner, optimizer, state, tasks)`` for ``shape`` on synthetic data."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import jaxmaml
+  from jaxmaml.data import sinusoid
+
+  if learner_kwargs.get('remat') == 'sqrt':
+    learner_kwargs['remat'] = max(1, round(math.sqrt(inner_steps)))
+  data_key, init_key = jax.random.split(jax.random.key(0))
+  if shape.model == 'mlp':
+    model = jaxmaml.MLP(features=(40, 40, 1))
+    loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
+    tasks = sinusoid.sample_tasks(data_key, shape.meta_batch_size, shape.shots, shape.queries)
+  else:
+    model = jaxmaml.Conv4(shape.ways)
+    loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
+    learner_kwargs['has_aux'] = True
+    support_key, query_key = jax.random.split(data_key)
+    images = lambda k, n: (jax.random.uniform(
+        k, (shape.meta_batch_size, shape.ways * n, 28, 28, 1)) > 0.8).astype(jnp.float32)
+    labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(shape.ways), n), (shape.meta_batch_size, 1))
+    tasks = jaxmaml.Task((images(support_key, shape.shots), labels(shape.shots)),
+                         (images(query_key, shape.queries), labels(shape.queries)))
+  params = model.init(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))['params']
+  learner = jaxmaml.maml(loss_fn, inner_lr=shape.inner_lr, num_steps=inner_steps,
+                         **learner_kwargs)
+  optimizer = optax.adam(1e-3)
+  return learner, optimizer, jaxmaml.init_train_state(params, optimizer), tasks
+
+
+def _peak_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB.
+
+
+def _device_peak_bytes():
+  import jax
+  stats = jax.devices()[0].memory_stats()
+  return None if not stats else stats.get('peak_bytes_in_use')
+
+
+def _time_blocks(fn, args, repeats: int, min_block_s: float) -> list[float]:
+  """Seconds per call of ``fn(*args) -> args`` over ``repeats`` timed blocks."""
+  import jax
+  start = time.perf_counter()
+  args = jax.block_until_ready(fn(*args))
+  calls = max(1, math.ceil(min_block_s / (time.perf_counter() - start)))
+  for _ in range(calls):  # Warm-up.
+    args = fn(*args)
+  jax.block_until_ready(args)
+  per_call = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      args = fn(*args)
+    jax.block_until_ready(args)
+    per_call.append((time.perf_counter() - start) / calls)
+  return per_call
+
+
+def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
+                      min_block_s: float, task_map: str | None = None) -> dict:
+  """Compile time, step time, memory and FLOPs of one jitted meta-step."""
+  import jax
+  import jaxmaml
+
+  shape = SHAPES[name]
+  if task_map:
+    shape = shape._replace(task_map=task_map,
+                           batch_size=shape.batch_size if task_map == 'map' else None)
+  rss_before = _peak_rss_bytes()
+  learner, optimizer, state, tasks = _problem(shape, inner_steps, **VARIANTS[variant])
+  mapping = dict(task_map=shape.task_map, batch_size=shape.batch_size)
+  step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, **mapping))
+  start = time.perf_counter()
+  lowered = step.lower(state, tasks)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+
+  counted, _, _, _ = _problem(shape, inner_steps, first_order=VARIANTS[variant]['first_order'],
+                              unroll=True)
+  counting_step = jaxmaml.make_meta_step(counted, optimizer, jit=False, task_map='vmap')
+  counting = jax.jit(counting_step).lower(state, tasks)
+  # The HLO cost analysis before compiling; some backends (GPU) only have it
+  # after compiling.
+  flops = (counting.cost_analysis() or counting.compile().cost_analysis())['flops']
+
+  times = _time_blocks(lambda s: (compiled(s, tasks)[0],), (state,), repeats, min_block_s)
+  median = float(np.median(times))
+  memory = compiled.memory_analysis()
+  return {
+      'shape': name, 'variant': variant, 'inner_steps': inner_steps,
+      'meta_batch_size': shape.meta_batch_size,
+      'task_map': shape.task_map + (f':{shape.batch_size}' if shape.batch_size else ''),
+      'lower_s': lower_s, 'compile_s': compile_s,
+      'step_s_median': median,
+      'step_s_iqr': [float(np.percentile(times, 25)), float(np.percentile(times, 75))],
+      'timed_blocks': len(times),
+      'tasks_per_s': shape.meta_batch_size / median,
+      'model_flops_per_step': float(flops),
+      'achieved_flop_per_s': float(flops) / median,
+      'xla_temp_bytes': int(memory.temp_size_in_bytes),
+      'xla_peak_bytes': int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                            + memory.output_size_in_bytes - memory.alias_size_in_bytes),
+      'rss_before_build_bytes': rss_before,
+      'peak_rss_bytes': _peak_rss_bytes(),
+      'device_peak_bytes': _device_peak_bytes(),
+  }
+
+
+def measure_matmul(n: int, repeats: int, min_block_s: float) -> dict:
+  """Dense float32 ``[n, n] @ [n, n]`` FLOP/s: the hardware reference."""
+  import jax
+  import jax.numpy as jnp
+
+  a, b = jax.random.normal(jax.random.key(0), (2, n, n), jnp.float32)
+  matmul = jax.jit(lambda a, b: (jnp.dot(a, b) * (1.0 / n), b))
+  times = _time_blocks(matmul, (a, b), repeats, min_block_s)
+  median = float(np.median(times))
+  return {'n': n, 'step_s_median': median, 'flop_per_s': 2 * n**3 / median}
+
+
+WORKERS = {'meta_step': measure_meta_step, 'matmul': measure_matmul}
+
+
+def run_worker(kind: str, **kwargs) -> dict:
+  """Runs ``WORKERS[kind](**kwargs)`` in a fresh Python process.
+
+  A failure (e.g. out of memory) is returned as ``{'error': ...}`` so that
+  one configuration cannot lose the rest of the run.
+  """
+  spec = json.dumps({'kind': kind, **kwargs})
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.harness', '--worker', spec],
+                        capture_output=True, text=True)
+  if proc.returncode != 0:
+    return {**kwargs, 'error': proc.stderr.strip().splitlines()[-1:] or [f'exit {proc.returncode}']}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_accuracy(variant: str, args) -> dict:
+  """Trains Omniglot 5-way 1-shot for ``args.budget_s`` of meta-training; test accuracy."""
+  workdir = os.path.join(args.out, 'accuracy', variant)
+  command = [sys.executable, '-m', 'experiments.fewshot.main', '--config', 'omniglot_5way1shot',
+             '--workdir', workdir, '--data_dir', args.data_dir,
+             '--time_budget_s', str(args.budget_s), '--eval_every', str(args.eval_every),
+             '--num_val_tasks', str(args.num_val_tasks),
+             '--num_test_tasks', str(args.num_test_tasks),
+             '--first_order' if VARIANTS[variant]['first_order'] else '--no-first_order']
+  if args.cache_dir:
+    command += ['--cache_dir', args.cache_dir]
+  proc = subprocess.run(command, capture_output=True, text=True)
+  if proc.returncode != 0:
+    return {'variant': variant, 'error': proc.stderr.strip().splitlines()[-1:]}
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)['results']
+  with open(os.path.join(workdir, 'log.jsonl')) as f:
+    curve = [json.loads(line) for line in f]
+  return {'variant': variant, 'budget_s': args.budget_s,
+          'meta_train_time_s': results['meta_train_time_s'],
+          'iterations': results['iterations'], 'test': results['test'],
+          'best_val_accuracy': results['best_val_accuracy'],
+          'val_curve': [(r['meta_train_time_s'], r['val_accuracy'], r['val_ci95'])
+                        for r in curve if 'val_accuracy' in r]}
+
+
+def run_peers(args) -> dict:
+  """``benchmarks.peers`` in a fresh process, if PyTorch is installed."""
+  import importlib.util
+  if importlib.util.find_spec('torch') is None:
+    return {'skipped': 'PyTorch is not installed (pip install torch==2.13.0)'}
+  out = os.path.join(args.out, 'peers.json')
+  command = [sys.executable, '-m', 'benchmarks.peers', '--out', out] + (
+      ['--quick'] if args.quick else [])
+  proc = subprocess.run(command, capture_output=True, text=True)
+  if proc.returncode != 0:
+    return {'error': proc.stderr.strip().splitlines()[-1:]}
+  with open(out) as f:
+    return json.load(f)
+
+
+def _mib(x) -> str:
+  return 'n/a' if x is None else f'{x / 2**20:.1f}'
+
+
+def _step_table(rows: list[dict], matmul_flop_per_s: float) -> list[str]:
+  lines = ['| shape | variant | inner steps | lower + compile (s) | step (ms), median [IQR] '
+           '| tasks/s | GFLOP/s | of matmul | XLA temp / peak (MiB) | peak RSS (MiB) |',
+           '|---' * 10 + '|']
+  for r in rows:
+    if 'error' in r:
+      lines.append(f"| {r['name']} | {r['variant']} | {r['inner_steps']} | error: {r['error']} |")
+      continue
+    lo, hi = r['step_s_iqr']
+    lines.append(
+        f"| {r['shape']} | {r['variant']} | {r['inner_steps']} "
+        f"| {r['lower_s']:.1f} + {r['compile_s']:.1f} "
+        f"| {1e3 * r['step_s_median']:.2f} [{1e3 * lo:.2f}, {1e3 * hi:.2f}] "
+        f"| {r['tasks_per_s']:.0f} | {r['achieved_flop_per_s'] / 1e9:.1f} "
+        f"| {r['achieved_flop_per_s'] / matmul_flop_per_s:.1%} "
+        f"| {_mib(r['xla_temp_bytes'])} / {_mib(r['xla_peak_bytes'])} "
+        f"| {_mib(r['peak_rss_bytes'])} |")
+  return lines
+
+
+def _remat_summary(rows: list[dict]) -> list[str]:
+  """Peak memory at the most inner steps relative to one step, per variant."""
+  lines = []
+  for name in dict.fromkeys(r['shape'] for r in rows if 'error' not in r):
+    for variant in VARIANTS:
+      mine = sorted((r['inner_steps'], r) for r in rows
+                    if r.get('shape') == name and r['variant'] == variant)
+      if len(mine) > 1 and mine[0][0] == 1:
+        (_, one), (steps, most) = mine[0], mine[-1]
+        lines.append(
+            f"- {name}, {variant}: XLA peak memory x{most['xla_peak_bytes'] / one['xla_peak_bytes']:.2f}"
+            f" and step time x{most['step_s_median'] / one['step_s_median']:.1f} "
+            f"from 1 to {steps} inner steps")
+  return lines
+
+
+def plot_sweep(rows: list[dict], path: str) -> None:
+  """Step time and XLA peak memory vs inner steps, one column per shape."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  rows = [r for r in rows if 'error' not in r]
+  names = list(dict.fromkeys(r['shape'] for r in rows))
+  fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
+  for col, name in enumerate(names):
+    for variant in VARIANTS:
+      mine = sorted((r['inner_steps'], r) for r in rows
+                    if r['shape'] == name and r['variant'] == variant)
+      steps = [s for s, _ in mine]
+      axes[0, col].plot(steps, [1e3 * r['step_s_median'] for _, r in mine], 'o-', label=variant)
+      axes[1, col].plot(steps, [r['xla_peak_bytes'] / 2**20 for _, r in mine], 'o-',
+                        label=variant)
+    axes[0, col].set(title=name, ylabel='meta-step time (ms)', yscale='log')
+    axes[1, col].set(xlabel='inner steps', ylabel='XLA peak memory (MiB)')
+    axes[0, col].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_accuracy(rows: list[dict], path: str) -> None:
+  """Validation accuracy vs meta-training wall time, one line per variant."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r in rows:
+    if 'error' not in r and r['val_curve']:
+      t, acc, ci = map(np.asarray, zip(*r['val_curve']))
+      ax.errorbar(t, acc, yerr=ci, marker='o', capsize=2,
+                  label=f"{r['variant']} ({r['iterations']} it)")
+  ax.set(xlabel='meta-training wall time (s)', ylabel='validation accuracy (%)',
+         title='Omniglot 5-way 1-shot at equal budget')
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+SECTIONS = ('variants', 'sweep', 'accuracy', 'peers')
+
+
+def parse_args(argv):
+  from experiments.fewshot import config as fewshot_config
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--quick', action='store_true',
+                      help='fewer repeats, a shorter sweep and accuracy budget')
+  parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
+  parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES),
+                      help='shapes of the variants section')
+  parser.add_argument('--sweep_shapes', nargs='+', choices=list(SHAPES), default=None,
+                      help='default: sinusoid and omniglot_5way1shot (--quick: sinusoid)')
+  parser.add_argument('--sweep_steps', nargs='+', type=int, default=None,
+                      help='default: 1 2 5 10 20 (--quick: 1 2 5)')
+  parser.add_argument('--task_map', choices=('vmap', 'map'), default=None,
+                      help="override the shapes' task mapping (Omniglot: map over chunks of "
+                      "4 tasks, the fastest on CPU; vmap is the natural choice on a GPU)")
+  parser.add_argument('--repeats', type=int, default=None, help='timed blocks (default 20, --quick 5)')
+  parser.add_argument('--min_block_s', type=float, default=0.2,
+                      help='each timed block repeats the step for at least this long')
+  parser.add_argument('--matmul_size', type=int, default=2048)
+  parser.add_argument('--budget_s', type=float, default=None,
+                      help='meta-training seconds per variant in the accuracy section '
+                      '(default 600, --quick 30)')
+  parser.add_argument('--eval_every', type=int, default=None,
+                      help='validation interval in iterations (default 250, --quick 25)')
+  parser.add_argument('--num_val_tasks', type=int, default=None, help='default 160, --quick 32')
+  parser.add_argument('--num_test_tasks', type=int, default=600)
+  parser.add_argument('--data_dir', default=fewshot_config.DEFAULT_DATA_DIRS['omniglot'])
+  parser.add_argument('--cache_dir', default=None)
+  parser.add_argument('--out', default='runs/benchmarks/harness')
+  parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  quick = args.quick
+  defaults = dict(sweep_shapes=['sinusoid'] if quick else ['sinusoid', 'omniglot_5way1shot'],
+                  sweep_steps=[1, 2, 5] if quick else [1, 2, 5, 10, 20],
+                  repeats=5 if quick else 20, budget_s=30.0 if quick else 600.0,
+                  eval_every=25 if quick else 250, num_val_tasks=32 if quick else 160)
+  for key, value in defaults.items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  for key in ('repeats', 'matmul_size', 'eval_every', 'num_val_tasks', 'num_test_tasks'):
+    if getattr(args, key) < 1:
+      parser.error(f'--{key} must be a positive int, got {getattr(args, key)}.')
+  if min(args.sweep_steps) < 1:
+    parser.error(f'--sweep_steps must be positive ints, got {args.sweep_steps}.')
+  if not args.budget_s > 0 or not args.min_block_s > 0:
+    parser.error('--budget_s and --min_block_s must be positive.')
+  return args
+
+
+def _markdown(report: dict) -> str:
+  """The tables of ``report`` as Markdown."""
+  flop_per_s = report['matmul']['flop_per_s']
+  lines = [f"Dense float32 matmul ({report['matmul']['n']}^2): {flop_per_s / 1e9:.1f} GFLOP/s.",
+           '']
+  if 'variants' in report:
+    lines += ["## Variants at the paper's inner steps", '']
+    lines += _step_table(report['variants'], flop_per_s) + ['']
+  if 'sweep' in report:
+    lines += ['## Inner-step sweep', ''] + _step_table(report['sweep'], flop_per_s) + ['']
+    lines += _remat_summary(report['sweep']) + ['']
+  rows = report.get('accuracy')
+  if isinstance(rows, list):
+    lines += ['## Omniglot 5-way 1-shot at equal meta-training time', '',
+              '| variant | budget (s) | iterations | test accuracy (%) | tasks |',
+              '|---|---|---|---|---|']
+    for r in rows:
+      lines.append(f"| {r['variant']} | error: {r['error']} |" if 'error' in r else
+                   f"| {r['variant']} | {r['meta_train_time_s']:.0f} | {r['iterations']} "
+                   f"| {r['test']['accuracy']:.2f} ± {r['test']['ci95']:.2f} "
+                   f"| {r['test']['num_tasks']} |")
+    lines.append('')
+  for key, value in report.items():
+    if isinstance(value, dict) and set(value) & {'skipped', 'error'}:
+      lines.append(f"{key}: {value.get('skipped') or value.get('error')}")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> dict:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.worker:
+    spec = json.loads(args.worker)
+    print(json.dumps(WORKERS[spec.pop('kind')](**spec)))
+    return {}
+  from experiments import cli
+  from jaxmaml.checkpoint import atomic_write
+
+  timing = dict(repeats=args.repeats, min_block_s=args.min_block_s)
+  report = {'benchmark': 'harness', 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+            'command': ' '.join(['python -m benchmarks.harness'] + (argv or sys.argv[1:])),
+            'environment': cli.environment(), 'config': vars(args)}
+
+  def save():  # After every measurement: an interrupted run keeps what it measured.
+    atomic_write(os.path.join(args.out, 'harness.json'),
+                 lambda f: f.write(json.dumps(report, indent=2).encode()))
+    atomic_write(os.path.join(args.out, 'harness.md'),
+                 lambda f: f.write(_markdown(report).encode()))
+
+  report['matmul'] = run_worker('matmul', n=args.matmul_size, **timing)
+  print(f"dense matmul: {report['matmul']['flop_per_s'] / 1e9:.1f} GFLOP/s", flush=True)
+
+  def steps_section(key, configs):
+    report[key] = []
+    for name, variant, steps in configs:
+      report[key].append(run_worker('meta_step', name=name, variant=variant, inner_steps=steps,
+                                    task_map=args.task_map, **timing))
+      save()
+      print(_step_table(report[key][-1:], report['matmul']['flop_per_s'])[-1], flush=True)
+
+  if 'variants' in args.sections:
+    steps_section('variants', [(n, v, SHAPES[n].inner_steps) for n in args.shapes
+                               for v in VARIANTS])
+  if 'sweep' in args.sections:
+    steps_section('sweep', [(n, v, s) for n in args.sweep_shapes for s in args.sweep_steps
+                            for v in VARIANTS])
+    plot_sweep(report['sweep'], os.path.join(args.out, 'sweep.png'))
+  if 'accuracy' in args.sections:
+    if not os.path.isdir(args.data_dir):
+      report['accuracy'] = {'skipped': f'no Omniglot data at {args.data_dir}'}
+    else:
+      report['accuracy'] = []
+      for variant in ('second_order', 'first_order'):
+        report['accuracy'].append(run_accuracy(variant, args))
+        save()
+      plot_accuracy(report['accuracy'], os.path.join(args.out, 'accuracy_vs_time.png'))
+  if 'peers' in args.sections:
+    report['peers'] = run_peers(args)
+  save()
+  print(_markdown(report))
+  print(f'wrote {args.out}/harness.json, harness.md and plots')
+  return report
+
+
+if __name__ == '__main__':
+  main()
