@@ -254,7 +254,7 @@ def run_peers(args) -> dict:
   if importlib.util.find_spec('torch') is None:
     return {'skipped': 'PyTorch is not installed (pip install torch==2.13.0)'}
   out = os.path.join(args.out, 'peers.json')
-  command = [sys.executable, '-m', 'benchmarks.peers', '--out', out] + (
+  command = [sys.executable, '-m', 'benchmarks.peers', '--float64', '--out', out] + (
       ['--quick'] if args.quick else [])
   proc = subprocess.run(command, capture_output=True, text=True)
   if proc.returncode != 0:
@@ -423,6 +423,9 @@ def _markdown(report: dict) -> str:
                    f"| {r['test']['accuracy']:.2f} ± {r['test']['ci95']:.2f} "
                    f"| {r['test']['num_tasks']} |")
     lines.append('')
+  if 'results' in report.get('peers', {}):
+    from benchmarks import peers
+    lines += ['## Peers (PyTorch, learn2learn)', '', peers.markdown(report['peers'])]
   for key, value in report.items():
     if isinstance(value, dict) and set(value) & {'skipped', 'error'}:
       lines.append(f"{key}: {value.get('skipped') or value.get('error')}")

@@ -37,10 +37,12 @@ def problem():
   return loss_fn, params, task(tasks, 0)
 
 
-@pytest.mark.parametrize('use_jit, unroll', [(True, None), (True, 1), (False, 1)])
-@pytest.mark.parametrize('remat', [False, True, 2])
-@pytest.mark.parametrize('first_order', [False, True])
-@pytest.mark.parametrize('num_steps', [1, 3, 5])
+@pytest.mark.parametrize('use_jit, unroll, remat, first_order, num_steps', [
+    (True, None, 2, False, 5),  # Two-level remat: 2 segments of 2 steps + 1 step.
+    (False, 1, 2, True, 3),
+] + [(use_jit, unroll, remat, first_order, num_steps)
+     for use_jit, unroll in [(True, None), (True, 1), (False, 1)]
+     for remat in (False, True) for first_order in (False, True) for num_steps in (1, 3, 5)])
 def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unroll, use_jit):
   loss_fn, params, t = problem
   adapt = jaxmaml.make_adapt(loss_fn, inner_lr=0.05, num_steps=num_steps,
