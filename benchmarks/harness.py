@@ -83,9 +83,9 @@ SHAPES = {  # Hyperparameters of the MAML paper; task mapping as in our configs.
 def _problem(shape: Shape, inner_steps: int, **learner_kwargs):
   """``(learner, optimizer, state, tasks)`` for ``shape`` on synthetic data."""
   import jax
-  import jax.numpy as jnp
   import optax
   import jaxmaml
+  from benchmarks import omniglot_conv
   from jaxmaml.data import sinusoid
 
   if learner_kwargs.get('remat') == 'sqrt':
@@ -99,12 +99,8 @@ def _problem(shape: Shape, inner_steps: int, **learner_kwargs):
     model = jaxmaml.Conv4(shape.ways)
     loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
     learner_kwargs['has_aux'] = True
-    support_key, query_key = jax.random.split(data_key)
-    images = lambda k, n: (jax.random.uniform(
-        k, (shape.meta_batch_size, shape.ways * n, 28, 28, 1)) > 0.8).astype(jnp.float32)
-    labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(shape.ways), n), (shape.meta_batch_size, 1))
-    tasks = jaxmaml.Task((images(support_key, shape.shots), labels(shape.shots)),
-                         (images(query_key, shape.queries), labels(shape.queries)))
+    tasks = omniglot_conv.random_tasks(data_key, shape.meta_batch_size, shape.ways,
+                                       shape.shots, shape.queries)
   params = model.init(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))['params']
   learner = jaxmaml.maml(loss_fn, inner_lr=shape.inner_lr, num_steps=inner_steps,
                          **learner_kwargs)

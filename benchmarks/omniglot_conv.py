@@ -23,13 +23,26 @@ import jaxmaml
 from experiments import cli
 
 
-def bench_one(conv: str, task_map: str, args) -> dict:
-  ways, shots, queries, num_tasks = args.ways, args.shots, args.queries, args.meta_batch_size
-  keys = jax.random.split(jax.random.key(0), 2)
+def random_tasks(key: jax.Array, num_tasks: int, ways: int, shots: int,
+                 queries: int) -> jaxmaml.Task:
+  """A meta-batch of random binary images shaped like Omniglot episodes.
+
+  Returns:
+    ``Task((x_s, y_s), (x_q, y_q))``: images ``[num_tasks, ways * shots, 28, 28, 1]``
+    (``ways * queries`` for the query), float32 in {0, 1}; labels
+    ``[num_tasks, n]`` int32, ``0 .. ways - 1`` each repeated ``shots``
+    (``queries``) times.
+  """
+  keys = jax.random.split(key, 2)
   x = lambda k, n: (jax.random.uniform(k, (num_tasks, n, 28, 28, 1)) > 0.8).astype(jnp.float32)
-  labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(ways), n), (num_tasks, 1))
-  tasks = jaxmaml.Task((x(keys[0], ways * shots), labels(shots)),
-                       (x(keys[1], ways * queries), labels(queries)))
+  labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(ways, dtype=jnp.int32), n), (num_tasks, 1))
+  return jaxmaml.Task((x(keys[0], ways * shots), labels(shots)),
+                      (x(keys[1], ways * queries), labels(queries)))
+
+
+def bench_one(conv: str, task_map: str, args) -> dict:
+  ways = args.ways
+  tasks = random_tasks(jax.random.key(0), args.meta_batch_size, ways, args.shots, args.queries)
   model = jaxmaml.Conv4(ways, conv=conv)
   params = model.init(jax.random.key(1), tasks.support[0][0])['params']
   learner = jaxmaml.maml(jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model)),

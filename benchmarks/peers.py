@@ -133,6 +133,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmaml
+from benchmarks import omniglot_conv
 from experiments import cli
 
 try:
@@ -226,21 +227,10 @@ def make_model(config: Config) -> jaxmaml.Conv4:
 
 
 def make_tasks(key: jax.Array, config: Config) -> jaxmaml.Task:
-  """A meta-batch of random binary images, as numpy.
-
-  Returns:
-    ``Task((x_s, y_s), (x_q, y_q))``: images ``[tasks, ways * shots, 28, 28, 1]``
-    (and ``ways * queries`` for the query), float32 in {0, 1}; labels
-    ``[tasks, n]`` int32, ``0 .. ways - 1`` each repeated ``shots`` (``queries``)
-    times.
-  """
-  keys = jax.random.split(key, 2)
-  num_tasks, ways = config.meta_batch_size, config.ways
-  images = lambda k, n: np.asarray(
-      jax.random.uniform(k, (num_tasks, n, 28, 28, 1)) > 0.8, np.float32)
-  labels = lambda n: np.tile(np.repeat(np.arange(ways, dtype=np.int32), n), (num_tasks, 1))
-  return jaxmaml.Task((images(keys[0], ways * config.shots), labels(config.shots)),
-                      (images(keys[1], ways * config.queries), labels(config.queries)))
+  """``omniglot_conv.random_tasks`` for ``config``, as numpy."""
+  tasks = omniglot_conv.random_tasks(key, config.meta_batch_size, config.ways, config.shots,
+                                     config.queries)
+  return jax.tree_util.tree_map(np.asarray, tasks)
 
 
 def init_params(key: jax.Array, config: Config, tasks: jaxmaml.Task) -> FlatParams:
