@@ -21,6 +21,7 @@ from jaxmaml.evaluation import evaluate
 from jaxmaml.evaluation import mean_confidence_interval
 from jaxmaml.losses import cross_entropy_loss
 from jaxmaml.losses import mse_loss
+from jaxmaml.maml import grad_of
 from jaxmaml.maml import maml
 from jaxmaml.maml import task_loss_from_adapt
 from jaxmaml.models import Conv4
@@ -56,6 +57,7 @@ __all__ = (
     'conv4_miniimagenet',
     'cross_entropy_loss',
     'evaluate',
+    'grad_of',
     'init_train_state',
     'make_adapt',
     'make_meta_step',

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxmaml import base
 
@@ -97,20 +98,40 @@ def normalize_inner_lr(inner_lr, num_steps: int) -> tuple[str, Any]:
   return 'tree', inner_lr
 
 
+def _mask_flags(mask, params) -> list[bool]:
+  """The flattened ``mask`` (a bool pytree, or ``params -> bool pytree``)."""
+  if callable(mask):
+    mask = mask(params)
+  mask_def = jax.tree_util.tree_structure(mask)
+  params_def = jax.tree_util.tree_structure(params)
+  if mask_def != params_def:
+    raise ValueError(
+        f'mask must have the structure of params; got {mask_def}, expected {params_def}.')
+  flags = jax.tree_util.tree_leaves(mask)
+  if not all(isinstance(m, (bool, np.bool_)) for m in flags):
+    raise TypeError(f'mask leaves must be Python bools, got {flags}.')
+  if not any(flags):
+    raise ValueError('mask selects no parameter to adapt.')
+  return [bool(m) for m in flags]
+
+
 def make_adapt(
     loss_fn: base.LossFn,
     *,
-    inner_lr: InnerLR,
+    inner_lr: InnerLR | None = None,
     num_steps: int,
     first_order: bool = False,
     remat: bool | int = False,
     unroll: int | bool | None = None,
     has_aux: bool = False,
+    mask: Any = None,
+    inner_optimizer: optax.GradientTransformation | None = None,
 ) -> base.AdaptFn:
   """Builds ``adapt(params, support)``: gradient descent on one task.
 
   Each step is ``params <- params - inner_lr * grad loss_fn(params, support)``,
-  with ``jax.grad`` inside ``jax.lax.scan``.
+  with ``jax.grad`` inside ``jax.lax.scan`` (or an Optax update, with
+  ``inner_optimizer``).
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, aux)`` with
@@ -138,6 +159,13 @@ def make_adapt(
       the sinusoid MLP).
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux is ignored by
       the inner loop.
+    mask: which parameters the inner loop adapts: a pytree of Python bools
+      with the structure of ``params``, or a function ``params -> mask``.
+      Only ``True`` leaves are differentiated and updated; the others stay as
+      they are (ANIL adapts the head only). ``None`` adapts everything.
+    inner_optimizer: an Optax optimizer for the inner loop instead of plain
+      gradient descent (Reptile uses Adam); its state starts fresh for every
+      task. Give either this or ``inner_lr``.
 
   Returns:
     ``adapt(params, support) -> (adapted_params, support_losses)``, where
@@ -146,7 +174,9 @@ def make_adapt(
 
   Raises:
     TypeError, ValueError: for a non-positive ``num_steps``, a non-finite or
-      malformed ``inner_lr``, or a malformed ``unroll``, before any compute.
+      malformed ``inner_lr``, both or neither of ``inner_lr`` and
+      ``inner_optimizer``, or a malformed ``unroll`` or ``mask``, before any
+      compute.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -158,7 +188,15 @@ def make_adapt(
     (3,)
   """
   num_steps = check_num_steps(num_steps)
-  lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
+  if (inner_lr is None) == (inner_optimizer is None):
+    raise TypeError('Give exactly one of inner_lr and inner_optimizer.')
+  if inner_optimizer is None:
+    lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
+  else:
+    lr_kind = 'optimizer'
+    if not isinstance(inner_optimizer, optax.GradientTransformation):
+      raise TypeError(
+          f'inner_optimizer must be an optax.GradientTransformation, got {inner_optimizer!r}.')
   if not isinstance(remat, numbers.Integral) or remat < 0:
     raise ValueError(f'remat must be a bool or a positive int (segment length), got {remat!r}.')
   segment = int(remat)
@@ -167,50 +205,64 @@ def make_adapt(
   elif not isinstance(unroll, bool) and (
       not isinstance(unroll, numbers.Integral) or unroll <= 0):
     raise ValueError(f'unroll must be a bool, a positive int or None, got {unroll!r}.')
-  loss_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
   def adapt(params: base.Params, support: base.Batch):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags = [True] * len(leaves) if mask is None else _mask_flags(mask, params)
     if lr_kind == 'tree':
-      params_def = jax.tree_util.tree_structure(params)
       lr_def = jax.tree_util.tree_structure(inner_lr)
-      if lr_def != params_def:
+      if lr_def != treedef:
         raise ValueError(
             'inner_lr as a per-parameter pytree must have the structure of '
-            f'params; got {lr_def}, expected {params_def}.')
+            f'params; got {lr_def}, expected {treedef}.')
       jax.tree_util.tree_map_with_path(_check_broadcastable, inner_lr, params)
+      rates = [r for r, m in zip(jax.tree_util.tree_leaves(inner_lr), flags) if m]
 
-    def step(params, step_lr):
-      loss, grads = loss_and_grad(params, support)
-      if has_aux:
-        loss = loss[0]
+    def full(adapted):
+      """The whole parameter pytree from the list of adapted leaves."""
+      adapted = iter(adapted)
+      return treedef.unflatten([next(adapted) if m else p for p, m in zip(leaves, flags)])
+
+    def inner_loss(adapted):
+      out = loss_fn(full(adapted), support)
+      return out[0] if has_aux else out
+
+    def step(carry, step_lr):
+      adapted, opt_state = carry
+      loss, grads = jax.value_and_grad(inner_loss)(adapted)
       if first_order:
         grads = jax.lax.stop_gradient(grads)
-      if lr_kind == 'tree':
-        params = jax.tree_util.tree_map(
-            lambda p, a, g: p - a * g, params, inner_lr, grads)
+      if lr_kind == 'optimizer':
+        updates, opt_state = inner_optimizer.update(grads, opt_state, adapted)
+        adapted = optax.apply_updates(adapted, updates)
+      elif lr_kind == 'tree':
+        adapted = [p - a * g for p, a, g in zip(adapted, rates, grads)]
       else:
         rate = step_lr if lr_kind == 'schedule' else inner_lr
-        params = jax.tree_util.tree_map(lambda p, g: p - rate * g, params, grads)
-      return params, loss
+        adapted = [p - rate * g for p, g in zip(adapted, grads)]
+      return (adapted, opt_state), loss
 
     if remat:
       step = jax.checkpoint(step)
-    scan = lambda params, xs, length: jax.lax.scan(step, params, xs, length=length,
-                                                   unroll=unroll)
+    scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length,
+                                                  unroll=unroll)
     xs = inner_lr if lr_kind == 'schedule' else None
+    adapted = [p for p, m in zip(leaves, flags) if m]
+    carry = (adapted, None if inner_optimizer is None else inner_optimizer.init(adapted))
     if segment <= 1 or segment >= num_steps:
-      return scan(params, xs, num_steps)
+      carry, losses = scan(carry, xs, num_steps)
+      return full(carry[0]), losses
     # Two-level checkpointing: a checkpointed scan over whole segments, then
     # the remaining steps.
     num_segments = num_steps // segment
     split = num_segments * segment
     segment_xs = None if xs is None else xs[:split].reshape(num_segments, segment)
-    run_segment = jax.checkpoint(lambda params, xs: scan(params, xs, segment))
-    params, losses = jax.lax.scan(run_segment, params, segment_xs, length=num_segments)
+    run_segment = jax.checkpoint(lambda carry, xs: scan(carry, xs, segment))
+    carry, losses = jax.lax.scan(run_segment, carry, segment_xs, length=num_segments)
     losses = losses.reshape(split)
     if split < num_steps:
-      params, rest = scan(params, None if xs is None else xs[split:], num_steps - split)
+      carry, rest = scan(carry, None if xs is None else xs[split:], num_steps - split)
       losses = jnp.concatenate([losses, rest])
-    return params, losses
+    return full(carry[0]), losses
 
   return adapt

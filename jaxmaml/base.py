@@ -2,9 +2,9 @@
 
 A meta-learner is a record of pure functions built by a factory, in the way
 ``optax.adam(...)`` returns a ``GradientTransformation``. Every algorithm of the
-family (MAML, first-order MAML, and later Reptile, ANIL, Meta-SGD, MAML++,
-iMAML) returns the same record; what differs between them is how the fields are
-built, never a subclass.
+family (MAML, first-order MAML, Reptile, ANIL, Meta-SGD, MAML++, iMAML, and
+the ProtoNets baseline) returns the same record; what differs between them is
+how the fields are built, never a subclass.
 """
 
 from typing import Any, Callable, NamedTuple
@@ -52,17 +52,26 @@ AdaptFn = Callable[[Params, Batch], tuple[Params, jax.Array]]
 TaskLossFn = Callable[[Params, Task], tuple[jax.Array, Metrics]]
 """``task_loss(params, task) -> (query_loss, metrics)`` for one task."""
 
-TaskGradFn = Callable[[Params, Task], tuple[Params, Metrics]]
-"""``task_grad(params, task) -> (outer_gradient, metrics)`` for one task."""
+TaskGradFn = Callable[..., tuple[Params, Metrics]]
+"""``task_grad(params, task, iteration=None) -> (outer_gradient, metrics)`` for one task.
+
+``iteration`` is the meta-iteration (an int32 scalar, ``MetaTrainState.step``):
+algorithms that anneal something over meta-training (MAML++) read it; the
+others ignore it. ``None`` means "after any annealing".
+"""
 
 
 class MetaLearner(NamedTuple):
   """A gradient-based meta-learning algorithm as a record of pure functions.
 
   All functions are written for a single task; ``jaxmaml.make_meta_step``
-  maps them over a meta-batch and jits them.
+  maps them over a meta-batch and jits them. They take the *meta-parameters*:
+  the model parameters for MAML, or the model parameters together with what
+  else is meta-learned (Meta-SGD's inner learning rates, MAML++'s per-step
+  rates and BatchNorm parameters), as built by ``init``.
 
   Attributes:
+    init: ``model_params -> meta_params``; the identity for MAML.
     adapt: ``(params, support) -> (adapted_params, support_losses)``, the inner
       loop; ``support_losses`` has shape ``[num_steps]`` and holds the support
       loss before each inner step.
@@ -70,11 +79,13 @@ class MetaLearner(NamedTuple):
       of one task: adapt on ``task.support``, score on ``task.query``. Metrics
       hold ``loss``, ``support_losses`` and whatever the loss function reports
       (e.g. ``accuracy``).
-    task_grad: ``(params, task) -> (outer_gradient, metrics)``, the outer
-      gradient of one task. For MAML this is the gradient of ``task_loss``;
-      algorithms such as Reptile or iMAML replace only this field.
+    task_grad: ``(params, task, iteration=None) -> (outer_gradient,
+      metrics)``, the outer gradient of one task (see ``TaskGradFn``). For
+      MAML this is the gradient of ``task_loss``; algorithms such as Reptile or
+      iMAML replace only this field.
   """
 
+  init: Callable[[Params], Params]
   adapt: AdaptFn
   task_loss: TaskLossFn
   task_grad: TaskGradFn

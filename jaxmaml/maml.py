@@ -40,6 +40,7 @@ def maml(
     remat: bool | int = False,
     unroll: int | bool | None = None,
     has_aux: bool = False,
+    mask=None,
 ) -> base.MetaLearner:
   """Model-Agnostic Meta-Learning.
 
@@ -60,6 +61,9 @@ def maml(
       second-order memory (see ``make_adapt``).
     unroll: ``lax.scan`` unroll of the inner loop (see ``make_adapt``).
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
+    mask: adapt only these parameters in the inner loop (a bool pytree or
+      ``params -> mask``, see ``make_adapt``); the others are meta-learned
+      only. ``jaxmaml.anil`` is MAML with a head-only mask.
 
   Returns:
     A ``MetaLearner`` whose functions act on one task.
@@ -83,10 +87,28 @@ def maml(
       remat=remat,
       unroll=unroll,
       has_aux=has_aux,
+      mask=mask,
   )
   task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
   return base.MetaLearner(
+      init=identity,
       adapt=adapt,
       task_loss=task_loss,
-      task_grad=jax.grad(task_loss, has_aux=True),
+      task_grad=grad_of(task_loss),
   )
+
+
+def identity(params: base.Params) -> base.Params:
+  """``MetaLearner.init`` of algorithms whose meta-parameters are the model's."""
+  return params
+
+
+def grad_of(task_loss: base.TaskLossFn) -> base.TaskGradFn:
+  """``task_grad`` as the exact gradient of ``task_loss`` (``iteration`` unused)."""
+  grad = jax.grad(task_loss, has_aux=True)
+
+  def task_grad(params, task, iteration=None):
+    del iteration
+    return grad(params, task)
+
+  return task_grad

@@ -122,7 +122,9 @@ class Conv4(nn.Module):
   filters, 2x2 max-pooling, the 5x5x32 output flattened.
 
   Attributes:
-    num_classes: N, the number of ways.
+    num_classes: N, the number of ways; ``None`` leaves out the linear head,
+      so the network returns its features ``[n, dim]`` (an embedding, e.g.
+      for ProtoNets: 64 for Omniglot, 800 for miniImageNet).
     features: filters per conv layer.
     pooling: ``'stride'`` (stride-2 conv) or ``'max'`` (2x2 max-pool).
     head: ``'mean'`` (average over space) or ``'flatten'``.
@@ -132,7 +134,7 @@ class Conv4(nn.Module):
     conv: ``'matmul'`` or ``'xla'``, see ``conv3x3``; both compute the same.
   """
 
-  num_classes: int
+  num_classes: int | None
   features: int = 64
   pooling: str = 'stride'
   head: str = 'mean'
@@ -157,9 +159,9 @@ class Conv4(nn.Module):
       x = ConvBlock(self.features, self.pooling, self.batch_norm, self.bn_scale,
                     self.conv)(x)
     x = jnp.mean(x, axis=(1, 2)) if self.head == 'mean' else x.reshape(x.shape[0], -1)
-    return nn.Dense(self.num_classes)(x)
+    return x if self.num_classes is None else nn.Dense(self.num_classes)(x)
 
 
-def conv4_miniimagenet(num_classes: int, **kwargs) -> Conv4:
+def conv4_miniimagenet(num_classes: int | None, **kwargs) -> Conv4:
   """MAML's miniImageNet network: 32 filters, max-pooling, flattened head."""
   return Conv4(num_classes, **{'features': 32, 'pooling': 'max', 'head': 'flatten', **kwargs})

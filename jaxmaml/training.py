@@ -1,6 +1,5 @@
 """The meta-training step: mean outer gradient over a meta-batch + an Optax update."""
 
-import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -42,6 +41,7 @@ def meta_gradient(
     *,
     task_map: str = 'vmap',
     batch_size: int | None = None,
+    iteration: jax.Array | None = None,
 ) -> tuple[base.Params, base.Metrics]:
   """Mean outer gradient over a meta-batch, and per-task metrics.
 
@@ -50,13 +50,15 @@ def meta_gradient(
     params: meta-parameters.
     tasks: a meta-batch, leaves ``[num_tasks, n, ...]``.
     task_map, batch_size: how tasks are mapped, see ``jaxmaml.map_tasks``.
+    iteration: the meta-iteration, passed to ``learner.task_grad`` (MAML++
+      anneals with it); None means after annealing.
 
   Returns:
     ``(grads, metrics)``: ``grads`` has the structure of ``params``; every
     metric has a leading ``[num_tasks]`` axis.
   """
   grads, metrics = tasks_lib.map_tasks(
-      functools.partial(learner.task_grad, params),
+      lambda task: learner.task_grad(params, task, iteration),
       tasks,
       task_map=task_map,
       batch_size=batch_size,
@@ -119,7 +121,8 @@ def make_meta_step(
 
   def update(state: MetaTrainState, tasks: base.Task):
     grads, metrics = meta_gradient(
-        learner, state.params, tasks, task_map=task_map, batch_size=batch_size)
+        learner, state.params, tasks, task_map=task_map, batch_size=batch_size,
+        iteration=state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return MetaTrainState(params, opt_state, state.step + 1), metrics

@@ -52,9 +52,10 @@ def joint_training(loss_fn: jaxmaml.LossFn) -> jaxmaml.MetaLearner:
     return loss, {'loss': loss}
 
   return jaxmaml.MetaLearner(
+      init=lambda params: params,
       adapt=lambda params, support: (params, jnp.zeros([0])),
       task_loss=task_loss,
-      task_grad=jax.grad(task_loss, has_aux=True),
+      task_grad=jaxmaml.grad_of(task_loss),
   )
 
 
