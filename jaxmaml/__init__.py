@@ -1,11 +1,14 @@
 """jaxmaml: gradient-based meta-learning in JAX.
 
 The public API: the inner loop (``make_adapt``), algorithms as records of pure
-functions (``maml``), the meta-training step (``make_meta_step``), and
+functions (``maml``, ``anil``, ``meta_sgd``, ``maml_plus_plus``, ``reptile``,
+``imaml``, ``protonets``), the meta-training step (``make_meta_step``), and
 evaluation (``evaluate``, ``mean_confidence_interval``).
 """
 
 from jaxmaml.adapt import InnerLR
+from jaxmaml.anil import anil
+from jaxmaml.anil import last_layer
 from jaxmaml.adapt import make_adapt
 from jaxmaml.base import AdaptFn
 from jaxmaml.base import Batch
@@ -24,10 +27,14 @@ from jaxmaml.losses import mse_loss
 from jaxmaml.maml import grad_of
 from jaxmaml.maml import maml
 from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml.maml_plus_plus import maml_plus_plus
+from jaxmaml.meta_sgd import meta_sgd
 from jaxmaml.models import Conv4
 from jaxmaml.models import MLP
 from jaxmaml.models import apply_fn
+from jaxmaml.models import batch_norm_params
 from jaxmaml.models import conv4_miniimagenet
+from jaxmaml.reptile import reptile
 from jaxmaml.tasks import check_tasks
 from jaxmaml.tasks import map_tasks
 from jaxmaml.training import MetaTrainState
@@ -52,19 +59,25 @@ __all__ = (
     'TaskGradFn',
     'TaskLossFn',
     'adaptation_curve',
+    'anil',
     'apply_fn',
+    'batch_norm_params',
     'check_tasks',
     'conv4_miniimagenet',
     'cross_entropy_loss',
     'evaluate',
     'grad_of',
     'init_train_state',
+    'last_layer',
     'make_adapt',
     'make_meta_step',
     'map_tasks',
     'maml',
+    'maml_plus_plus',
     'mean_confidence_interval',
     'meta_gradient',
+    'meta_sgd',
     'mse_loss',
+    'reptile',
     'task_loss_from_adapt',
 )

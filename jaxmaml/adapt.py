@@ -58,6 +58,14 @@ def _check_finite(name: str, value) -> None:
       raise ValueError(f'{name} must be finite, got {leaf!r}.')
 
 
+def check_scalar_rate(rate, name: str) -> None:
+  """Raises a ValueError naming ``name`` unless ``rate`` is a finite real scalar."""
+  if (isinstance(rate, bool) or np.ndim(rate) != 0
+      or not np.issubdtype(np.asarray(rate).dtype, np.number)
+      or not np.isfinite(rate)):
+    raise ValueError(f'{name} must be a finite scalar, got {rate!r}.')
+
+
 def _check_broadcastable(path, lr, param) -> None:
   try:
     ok = np.broadcast_shapes(np.shape(lr), np.shape(param)) == np.shape(param)
@@ -98,8 +106,8 @@ def normalize_inner_lr(inner_lr, num_steps: int) -> tuple[str, Any]:
   return 'tree', inner_lr
 
 
-def _mask_flags(mask, params) -> list[bool]:
-  """The flattened ``mask`` (a bool pytree, or ``params -> bool pytree``)."""
+def mask_flags(mask, params) -> list[bool]:
+  """The flattened ``mask`` (a bool pytree, or ``params -> bool pytree``), checked."""
   if callable(mask):
     mask = mask(params)
   mask_def = jax.tree_util.tree_structure(mask)
@@ -208,7 +216,7 @@ def make_adapt(
 
   def adapt(params: base.Params, support: base.Batch):
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags = [True] * len(leaves) if mask is None else _mask_flags(mask, params)
+    flags = [True] * len(leaves) if mask is None else mask_flags(mask, params)
     if lr_kind == 'tree':
       lr_def = jax.tree_util.tree_structure(inner_lr)
       if lr_def != treedef:

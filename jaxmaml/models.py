@@ -162,6 +162,18 @@ class Conv4(nn.Module):
     return x if self.num_classes is None else nn.Dense(self.num_classes)(x)
 
 
+def batch_norm_params(params: dict) -> dict:
+  """The mask of ``Conv4``'s BatchNorm offsets and scales (MAML++'s per-step BatchNorm).
+
+  Returns:
+    A pytree of Python bools with the structure of ``params``: True for the
+    ``bias`` and ``scale`` of every ``ConvBlock``.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: (str(path[0].key).startswith('ConvBlock')
+                       and path[-1].key in ('bias', 'scale')), params)
+
+
 def conv4_miniimagenet(num_classes: int | None, **kwargs) -> Conv4:
   """MAML's miniImageNet network: 32 filters, max-pooling, flattened head."""
   return Conv4(num_classes, **{'features': 32, 'pooling': 'max', 'head': 'flatten', **kwargs})

@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 
 import jaxmaml
 from jaxmaml.data import sinusoid
-from tests.utils import counting, rel_l2, task, tiny_regression
+from tests.utils import counting, quadratic_loss, quadratic_task, rel_l2, task, tiny_regression
 
 
 def meta_loss(learner, params, tasks):
@@ -42,29 +42,12 @@ def test_finite_difference_check_rejects_first_order():
                   atol=1e-5, rtol=1e-5)
 
 
-def _quadratic_task(key, dim=4):
-  """Support/query losses 0.5 x^T A x - b^T x with SPD A: batch = (A, b)."""
-  keys = jax.random.split(key, 4)
-
-  def spd(k):
-    m = jax.random.normal(k, (dim, dim))
-    return m @ m.T / dim + jnp.eye(dim)
-
-  return jaxmaml.Task(support=(spd(keys[0]), jax.random.normal(keys[1], (dim,))),
-                      query=(spd(keys[2]), jax.random.normal(keys[3], (dim,))))
-
-
-def quadratic_loss(theta, batch):
-  a, b = batch
-  return 0.5 * theta @ a @ theta - b @ theta
-
-
 @pytest.mark.parametrize('use_jit', [False, True])
 @pytest.mark.parametrize('first_order', [False, True])
 def test_one_step_quadratic_oracle(first_order, use_jit):
   """grad = (I - alpha H_s) grad L_q(theta'); first order drops alpha H_s."""
   alpha, dim = 0.1, 4
-  t = _quadratic_task(jax.random.key(2), dim)
+  t = quadratic_task(jax.random.key(2), dim)
   theta = jax.random.normal(jax.random.key(3), (dim,))
   learner = jaxmaml.maml(quadratic_loss, inner_lr=alpha, num_steps=1, first_order=first_order)
   task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
@@ -83,7 +66,7 @@ def test_one_step_quadratic_oracle(first_order, use_jit):
 def test_three_step_quadratic_oracle():
   """Three steps of a quadratic: the Jacobian is (I - alpha A_s)^3."""
   alpha, dim = 0.1, 4
-  t = _quadratic_task(jax.random.key(4), dim)
+  t = quadratic_task(jax.random.key(4), dim)
   theta = jax.random.normal(jax.random.key(5), (dim,))
   grad, _ = jaxmaml.maml(quadratic_loss, inner_lr=alpha, num_steps=3).task_grad(theta, t)
   (a_s, b_s), (a_q, b_q) = t.support, t.query

@@ -45,3 +45,20 @@ def counting(loss_fn):
     return loss_fn(params, batch)
 
   return counting_loss, calls
+
+
+def quadratic_task(key, dim=4):
+  """Support/query losses 0.5 x^T A x - b^T x with SPD A: batch = (A, b)."""
+  keys = jax.random.split(key, 4)
+
+  def spd(k):
+    m = jax.random.normal(k, (dim, dim))
+    return m @ m.T / dim + jnp.eye(dim)
+
+  return jaxmaml.Task(support=(spd(keys[0]), jax.random.normal(keys[1], (dim,))),
+                      query=(spd(keys[2]), jax.random.normal(keys[3], (dim,))))
+
+
+def quadratic_loss(theta, batch):
+  a, b = batch
+  return 0.5 * theta @ a @ theta - b @ theta

@@ -1,0 +1,69 @@
+"""Reptile (Nichol et al., 2018): move the initialisation towards adapted parameters."""
+
+import jax
+import optax
+
+from jaxmaml import adapt as adapt_lib
+from jaxmaml import base
+from jaxmaml.maml import identity
+from jaxmaml.maml import task_loss_from_adapt
+
+
+def reptile(
+    loss_fn: base.LossFn,
+    *,
+    num_steps: int,
+    inner_lr: adapt_lib.InnerLR | None = None,
+    inner_optimizer: optax.GradientTransformation | None = None,
+    unroll: int | bool | None = None,
+    has_aux: bool = False,
+) -> base.MetaLearner:
+  """Reptile: the outer "gradient" of a task is ``params - adapted_params``.
+
+  The inner loop trains on ``task.support`` for ``num_steps`` steps of
+  gradient descent (``inner_lr``) or of ``inner_optimizer`` (the paper uses
+  Adam with ``b1=0``); nothing is differentiated through it. With
+  ``optax.sgd(epsilon)`` as the outer optimizer, a meta-step is the paper's
+  ``params <- params + epsilon * (mean adapted params - params)``.
+  ``task.query`` is only scored, for the metrics and for evaluation (put all
+  of a task's training examples in the support, as the paper does).
+
+  Args:
+    loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, metrics)``).
+    num_steps: inner steps per task (the paper: 5 for Omniglot training, 50
+      at test; build a second learner for evaluation).
+    inner_lr: inner SGD learning rate; or give ``inner_optimizer``.
+    inner_optimizer: an Optax optimizer for the inner loop, fresh per task.
+    unroll: ``lax.scan`` unroll of the inner loop (see ``make_adapt``).
+    has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
+
+  Returns:
+    A ``MetaLearner``. ``task_loss`` is the query loss after adaptation (as
+    for MAML), used for evaluation; ``task_grad`` is the Reptile direction,
+    with the metrics of the query after adaptation.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxmaml import reptile, Task
+    >>> loss = lambda w, batch: jnp.mean((batch[0] * w - batch[1]) ** 2)
+    >>> learner = reptile(loss, inner_lr=0.25, num_steps=1)
+    >>> task = Task(support=(jnp.ones(5), jnp.ones(5)), query=(jnp.ones(5), jnp.ones(5)))
+    >>> direction, _ = learner.task_grad(jnp.array(0.0), task)
+    >>> float(direction)
+    -0.5
+  """
+  adapt = adapt_lib.make_adapt(loss_fn, inner_lr=inner_lr, num_steps=num_steps,
+                               first_order=True, unroll=unroll, has_aux=has_aux,
+                               inner_optimizer=inner_optimizer)
+  task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
+
+  def task_grad(params: base.Params, task: base.Task, iteration=None):
+    del iteration
+    adapted, support_losses = adapt(params, task.support)
+    out = loss_fn(adapted, task.query)
+    loss, aux = out if has_aux else (out, {})
+    direction = jax.tree_util.tree_map(lambda p, a: p - a, params, adapted)
+    return direction, {**aux, 'loss': loss, 'support_losses': support_losses}
+
+  return base.MetaLearner(init=identity, adapt=adapt, task_loss=task_loss,
+                          task_grad=task_grad)
