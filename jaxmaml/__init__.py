@@ -22,6 +22,7 @@ from jaxmaml.base import TaskLossFn
 from jaxmaml.evaluation import adaptation_curve
 from jaxmaml.evaluation import evaluate
 from jaxmaml.evaluation import mean_confidence_interval
+from jaxmaml.imaml import imaml
 from jaxmaml.losses import cross_entropy_loss
 from jaxmaml.losses import mse_loss
 from jaxmaml.maml import grad_of
@@ -34,6 +35,7 @@ from jaxmaml.models import MLP
 from jaxmaml.models import apply_fn
 from jaxmaml.models import batch_norm_params
 from jaxmaml.models import conv4_miniimagenet
+from jaxmaml.protonets import protonets
 from jaxmaml.reptile import reptile
 from jaxmaml.tasks import check_tasks
 from jaxmaml.tasks import map_tasks
@@ -67,6 +69,7 @@ __all__ = (
     'cross_entropy_loss',
     'evaluate',
     'grad_of',
+    'imaml',
     'init_train_state',
     'last_layer',
     'make_adapt',
@@ -78,6 +81,7 @@ __all__ = (
     'meta_gradient',
     'meta_sgd',
     'mse_loss',
+    'protonets',
     'reptile',
     'task_loss_from_adapt',
 )

@@ -196,8 +196,11 @@ def make_adapt(
     (3,)
   """
   num_steps = check_num_steps(num_steps)
-  if (inner_lr is None) == (inner_optimizer is None):
-    raise TypeError('Give exactly one of inner_lr and inner_optimizer.')
+  if inner_lr is None and inner_optimizer is None:
+    raise TypeError('inner_lr is required (a scalar, schedule or pytree) unless '
+                    'inner_optimizer is given.')
+  if inner_lr is not None and inner_optimizer is not None:
+    raise TypeError('Give exactly one of inner_lr and inner_optimizer, not both.')
   if inner_optimizer is None:
     lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
   else:

@@ -58,7 +58,19 @@ def map_tasks(
   if task_map == 'vmap':
     return jax.vmap(fn)(tasks)
   if task_map == 'map':
-    return jax.lax.map(fn, tasks, batch_size=batch_size)
+    if batch_size is None:
+      return jax.lax.map(fn, tasks)
+    # lax.map(batch_size=...) as written out, with explicit shapes: its own
+    # reshapes fail on zero-size outputs (ProtoNets' support_losses, [0]).
+    num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    chunks, full = num_tasks // batch_size, num_tasks // batch_size * batch_size
+    split = lambda x: x[:full].reshape(chunks, batch_size, *x.shape[1:])
+    outs = jax.tree_util.tree_map(lambda y: y.reshape(full, *y.shape[2:]), jax.lax.map(
+        jax.vmap(fn), jax.tree_util.tree_map(split, tasks)))
+    if full == num_tasks:
+      return outs
+    rest = jax.vmap(fn)(jax.tree_util.tree_map(lambda x: x[full:], tasks))
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
   num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
   outs = [fn(jax.tree_util.tree_map(lambda x: x[i], tasks)) for i in range(num_tasks)]
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)

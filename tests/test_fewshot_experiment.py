@@ -94,7 +94,9 @@ def test_command_line():
 
 
 def _synthetic_miniimagenet(tmp_path, **overrides):
-  root = _make_dataset(tmp_path / 'mini', per_class=6, size=(24, 24))
+  root = tmp_path / 'mini'
+  if not root.exists():
+    _make_dataset(root, per_class=6, size=(24, 24))
   config = config_lib.Config(
       **{**dataclasses.asdict(config_lib.CONFIGS['miniimagenet_5way1shot']),
          'num_ways': 1, 'num_queries': 2, 'image_size': 16, 'num_iterations': 4,
@@ -125,3 +127,18 @@ def test_time_budget_stops_training(tmp_path):
   with open(tmp_path / 'run' / 'log.jsonl') as f:
     rows = [json.loads(line) for line in f]
   assert [r['step'] for r in rows if 'val_accuracy' in r] == [results['iterations']]
+
+
+@pytest.mark.parametrize('algorithm', [
+    'maml_plus_plus', 'protonets',  # The meta-parameters unlike MAML's; the others are slow.
+    *(pytest.param(a, marks=pytest.mark.slow) for a in ('anil', 'meta_sgd', 'reptile', 'imaml'))])
+def test_every_algorithm_trains_and_resumes(tmp_path, algorithm):
+  """The pipeline with each algorithm of the family: its meta-parameters
+  (rates, per-step BatchNorm stacks, a headless embedding) checkpoint and
+  resume; a rerun trains nothing and tests the same parameters."""
+  overrides = dict(algorithm=algorithm, msl_iterations=2, outer_schedule='cosine')
+  report = _synthetic_miniimagenet(tmp_path, **overrides)
+  assert report['results']['iterations'] == 4
+  assert 0.0 <= report['results']['test']['accuracy'] <= 100.0
+  again = _synthetic_miniimagenet(tmp_path, **overrides)
+  assert again['results']['test'] == pytest.approx(report['results']['test'])

@@ -62,7 +62,7 @@ def test_sgd_outer_step_is_the_paper_update():
 
 
 def test_needs_exactly_one_inner_rule():
-  with pytest.raises(TypeError, match='exactly one of inner_lr and inner_optimizer'):
+  with pytest.raises(TypeError, match='inner_lr is required'):
     jaxmaml.reptile(quadratic_loss, num_steps=2)
   with pytest.raises(TypeError, match='exactly one of inner_lr and inner_optimizer'):
     jaxmaml.reptile(quadratic_loss, num_steps=2, inner_lr=0.1, inner_optimizer=optax.sgd(0.1))

@@ -4,6 +4,7 @@ miniImageNet settings."""
 import dataclasses
 import os
 
+from experiments import algorithms
 from experiments import cli
 
 # Where `make`/CI find Omniglot: ../shared/data beside the repository.
@@ -34,6 +35,13 @@ class Config:
       meta-training (validation excluded) have been spent, e.g. to compare
       variants at equal wall-clock budget.
     first_order: first-order MAML.
+    algorithm: one of ``experiments.algorithms.ALGORITHMS`` (see there for
+      how each is built): maml, anil, meta_sgd, maml_plus_plus, reptile,
+      imaml, protonets.
+    msl_iterations: MAML++'s multi-step loss lasts this many iterations.
+    imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
+    outer_schedule: the outer learning rate over ``num_iterations``:
+      'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
@@ -63,6 +71,11 @@ class Config:
   num_iterations: int = 60_000
   time_budget_s: float | None = None
   first_order: bool = False
+  algorithm: str = 'maml'
+  msl_iterations: int = 0
+  imaml_reg: float = 2.0
+  cg_steps: int = 5
+  outer_schedule: str = 'constant'
   rotate: bool = True
   conv: str = 'matmul'
   bn_scale: bool = False
@@ -91,6 +104,7 @@ class Config:
       raise ValueError(f'time_budget_s must be positive or None, got {self.time_budget_s}.')
     if self.num_test_tasks < 2 or self.num_val_tasks < 2:
       raise ValueError('num_val_tasks and num_test_tasks must be >= 2.')
+    algorithms.check_fields(self)
 
   @property
   def queries(self) -> int:

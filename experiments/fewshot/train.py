@@ -1,4 +1,5 @@
-"""Meta-trains MAML on Omniglot or miniImageNet and evaluates it, resuming from checkpoints.
+"""Meta-trains MAML (or another algorithm of the family) on Omniglot or
+miniImageNet and evaluates it, resuming from checkpoints.
 
 ``train_and_evaluate(config, workdir, data_dir)``: loads the data (Omniglot
 from zips, folders or TFDS, split 1100/100/423 characters; miniImageNet in the
@@ -26,6 +27,7 @@ import tqdm
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
 from jaxmaml.data import episodes, miniimagenet, omniglot
+from experiments import algorithms
 from experiments import cli
 from experiments.fewshot.config import Config
 
@@ -34,7 +36,11 @@ from experiments.fewshot.config import Config
 # A checkpoint of the other dataset fails to restore on its parameter shapes.
 TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
                    'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
-                   'image_size', 'seed', 'split_seed')
+                   'image_size', 'seed', 'split_seed', 'algorithm', 'msl_iterations',
+                   'imaml_reg', 'cg_steps', 'outer_schedule')
+# Fields added after checkpoints were written (the committed reproduction):
+# a checkpoint without them was written with their defaults.
+ADDED_FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule')
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
@@ -57,14 +63,15 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
 
 
 def make_learners(config: Config):
-  """(model, training learner, evaluation learner)."""
+  """(model, training learner, evaluation learner); ProtoNets' model has no head."""
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
-  model = make(config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
-  loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
-  learner = jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
-                         first_order=config.first_order, has_aux=True)
-  eval_learner = jaxmaml.maml(loss_fn, inner_lr=config.inner_lr,
-                              num_steps=config.eval_inner_steps, has_aux=True)
+  protonets = config.algorithm == 'protonets'
+  model = make(None if protonets else config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
+  apply = jaxmaml.apply_fn(model)
+  learner, eval_learner = algorithms.make_learners(
+      config, jaxmaml.cross_entropy_loss(apply), has_aux=True,
+      per_step_bn=jaxmaml.batch_norm_params, embed_fn=apply if protonets else None,
+      num_ways=config.num_ways)
   return model, learner, eval_learner
 
 
@@ -121,7 +128,8 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   channels = 1 if splits['train'].ndim == 4 else splits['train'].shape[-1]
   params = model.init(
       keys['init'], jnp.zeros([1, config.image_size, config.image_size, channels]))['params']
-  optimizer = optax.adam(config.outer_lr)
+  optimizer = algorithms.make_optimizer(config)
+  params = learner.init(params)  # The meta-parameters.
   state = jaxmaml.init_train_state(params, optimizer)
   meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}}
   progress = {'best_val': -1.0, 'best_step': 0, 'wall_time_s': 0.0, 'eval_time_s': 0.0}
@@ -129,6 +137,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   restored = restore_checkpoint(state_path, state)
   if restored is not None:
     state, saved = restored
+    saved['config'] = {**{k: getattr(Config(), k) for k in ADDED_FIELDS}, **saved['config']}
     if saved['config'] != json.loads(json.dumps(meta['config'])):
       raise ValueError(f'{state_path} was written with a different training config '
                        f"({saved['config']}); use another --workdir.")
@@ -154,7 +163,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
   train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
   bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
-                  desc=f'MAML {config.num_ways}-way {config.num_shots}-shot')
+                  desc=f'{config.algorithm} {config.num_ways}-way {config.num_shots}-shot')
   for it in range(start, start if test_only else config.num_iterations):
     state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
     done = it + 1
@@ -210,11 +219,11 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
     json.dump(report, f, indent=2)
   if plots:
     plot_learning_curve(os.path.join(workdir, 'log.jsonl'),
-                        os.path.join(workdir, 'learning_curve.png'))
+                        os.path.join(workdir, 'learning_curve.png'), title=config.algorithm)
   return report
 
 
-def plot_learning_curve(log_path: str, path: str) -> None:
+def plot_learning_curve(log_path: str, path: str, title: str = 'maml') -> None:
   """Training accuracy (per logged step) and validation accuracy vs iterations."""
   import matplotlib
   matplotlib.use('Agg')
@@ -231,7 +240,7 @@ def plot_learning_curve(log_path: str, path: str) -> None:
   if val:
     steps, acc, ci = map(np.asarray, zip(*val))
     ax.errorbar(steps, acc, yerr=ci, color='tab:red', marker='o', label='validation (95% CI)')
-  ax.set(xlabel='meta-iteration', ylabel='accuracy (%)', title='MAML')
+  ax.set(xlabel='meta-iteration', ylabel='accuracy (%)', title=title)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from experiments import algorithms
 from experiments import cli
 
 PAPER_ITERATIONS = 70_000
@@ -23,6 +24,13 @@ class Config:
     eval_inner_steps: the last inner step evaluated at test time (0..this).
     outer_lr: Adam learning rate for meta-training and for the baseline.
     first_order: meta-train with first-order MAML.
+    algorithm: one of ``experiments.algorithms.ALGORITHMS`` (see there for
+      how each is built): maml, anil, meta_sgd, maml_plus_plus, reptile,
+      imaml (protonets is for classification only).
+    msl_iterations: MAML++'s multi-step loss lasts this many iterations.
+    imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
+    outer_schedule: the outer learning rate over ``num_iterations``:
+      'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
     pretrained_lr_grid: the baseline's fine-tuning step sizes; the best one on
       validation tasks is used (the paper "automatically tuned" it).
     num_val_tasks: validation tasks for tuning the baseline's step size.
@@ -45,6 +53,11 @@ class Config:
   eval_inner_steps: int = 10
   outer_lr: float = 1e-3
   first_order: bool = False
+  algorithm: str = 'maml'
+  msl_iterations: int = 0
+  imaml_reg: float = 2.0
+  cg_steps: int = 5
+  outer_schedule: str = 'constant'
   pretrained_lr_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
   num_val_tasks: int = 200
   num_test_tasks: int = 600
@@ -65,3 +78,6 @@ class Config:
       raise ValueError(f'num_query must be a positive int or None, got {self.num_query}.')
     if not self.pretrained_lr_grid:
       raise ValueError('pretrained_lr_grid must not be empty.')
+    algorithms.check_fields(self)
+    if self.algorithm == 'protonets':
+      raise ValueError('algorithm protonets is for classification, not sinusoid regression.')

@@ -1,11 +1,14 @@
-"""Meta-trains MAML and the pretrained baseline on sinusoids, and evaluates both.
+"""Meta-trains MAML (or ``config.algorithm``) and the pretrained baseline on
+sinusoids, and evaluates both.
 
 ``train_and_evaluate(config, workdir)`` is the whole experiment: for every K in
-``config.shots`` it meta-trains MAML, trains the paper's "pretrained" baseline
+``config.shots`` it meta-trains the algorithm, trains the paper's "pretrained" baseline
 (one network regressing all tasks jointly, then fine-tuned with a tuned step
 size) on the same stream of tasks, and reports the test MSE after 0..10
 gradient steps on ``config.num_test_tasks`` held-out tasks with 95% confidence
-intervals. It writes ``results.json``, ``mse_vs_steps.png`` and
+intervals (for algorithms whose adaptation is not plain gradient descent on
+every parameter at ``inner_lr``, after 0 and ``eval_inner_steps`` steps of
+their own evaluation learner). It writes ``results.json``, ``mse_vs_steps.png`` and
 ``predictions.png`` to ``workdir``; training checkpoints there and resumes.
 """
 
@@ -24,6 +27,7 @@ import tqdm
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
 from jaxmaml.data import sinusoid
+from experiments import algorithms
 from experiments import cli
 from experiments.sinusoid.config import Config
 
@@ -32,7 +36,11 @@ from experiments.sinusoid.config import Config
 # with the same values; num_iterations may grow (the task stream is keyed by
 # iteration, so 10k + 60k resumed equals 70k in one go).
 TRAINING_FIELDS = ('meta_batch_size', 'num_query', 'hidden', 'inner_lr',
-                   'train_inner_steps', 'outer_lr', 'first_order', 'seed')
+                   'train_inner_steps', 'outer_lr', 'first_order', 'seed', 'algorithm',
+                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule')
+# Algorithms whose adaptation is plain gradient descent at inner_lr on every
+# parameter: their whole MSE-vs-steps curve is computed in one pass.
+CURVE_ALGORITHMS = ('maml', 'reptile')
 
 
 DIVERGED_MSE = 100.0
@@ -67,6 +75,7 @@ def _keys(config: Config, shots: int) -> dict[str, jax.Array]:
 
 def train(
     learner: jaxmaml.MetaLearner,
+    optimizer,
     params: jaxmaml.Params,
     config: Config,
     shots: int,
@@ -75,8 +84,7 @@ def train(
     desc: str,
 ) -> tuple[jaxmaml.Params, dict]:
   """Runs ``config.num_iterations`` meta-steps (resuming from a checkpoint)."""
-  optimizer = optax.adam(config.outer_lr)
-  state = jaxmaml.init_train_state(params, optimizer)
+  state = jaxmaml.init_train_state(learner.init(params), optimizer)
   meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}, 'shots': shots}
   wall_time = 0.0
   restored = restore_checkpoint(checkpoint_path, state)
@@ -153,67 +161,69 @@ def tune_fine_tune_lr(loss_fn, params, val_tasks, config: Config) -> tuple[float
 
 
 def run_shots(config: Config, shots: int, workdir: str) -> tuple[dict, dict]:
-  """Trains and evaluates MAML and the baseline for one K."""
+  """Trains and evaluates the algorithm and the baseline for one K."""
   model = make_model(config)
   loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
   keys = _keys(config, shots)
   init_params = model.init(keys['init'], jnp.zeros([1, 1]))['params']
-  learner = jaxmaml.maml(
-      loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
-      first_order=config.first_order)
-  maml_params, maml_info = train(
-      learner, init_params, config, shots, keys['train'],
-      os.path.join(workdir, f'maml_k{shots}.ckpt'), f'MAML K={shots}')
+  name = config.algorithm
+  learner, eval_learner = algorithms.make_learners(config, loss_fn, has_aux=False)
+  meta_params, meta_info = train(
+      learner, algorithms.make_optimizer(config), init_params, config, shots, keys['train'],
+      os.path.join(workdir, f'{name}_k{shots}.ckpt'), f'{name} K={shots}')
   pre_params, pre_info = train(
-      joint_training(loss_fn), init_params, config, shots, keys['train'],
-      os.path.join(workdir, f'pretrained_k{shots}.ckpt'), f'pretrained K={shots}')
+      joint_training(loss_fn), optax.adam(config.outer_lr), init_params, config, shots,
+      keys['train'], os.path.join(workdir, f'pretrained_k{shots}.ckpt'), f'pretrained K={shots}')
 
   val_tasks = sinusoid.sample_tasks(
       keys['val'], config.num_val_tasks, shots, config.num_test_query)
   fine_tune_lr, lr_scores = tune_fine_tune_lr(loss_fn, pre_params, val_tasks, config)
   test_tasks = sinusoid.sample_tasks(
       keys['test'], config.num_test_tasks, shots, config.num_test_query)
-  curves = {
-      'maml': jaxmaml.adaptation_curve(
-          loss_fn, maml_params, test_tasks, inner_lr=config.inner_lr,
-          num_steps=config.eval_inner_steps)['loss'],
-      'pretrained': jaxmaml.adaptation_curve(
-          loss_fn, pre_params, test_tasks, inner_lr=fine_tune_lr,
-          num_steps=config.eval_inner_steps)['loss'],
-  }
+  all_steps = list(range(config.eval_inner_steps + 1))
+  if name in CURVE_ALGORITHMS:
+    curve, steps = jaxmaml.adaptation_curve(
+        loss_fn, meta_params, test_tasks, inner_lr=config.inner_lr,
+        num_steps=config.eval_inner_steps)['loss'], all_steps
+  else:
+    curve = jaxmaml.evaluate(eval_learner.task_loss, meta_params, test_tasks)['loss'][:, None]
+    steps = [config.eval_inner_steps]
+  pre_curve = jaxmaml.adaptation_curve(
+      loss_fn, pre_params, test_tasks, inner_lr=fine_tune_lr,
+      num_steps=config.eval_inner_steps)['loss']
   result = {
-      'maml': {**summarize_curve(curves['maml']), **maml_info,
-               'fine_tune_lr': config.inner_lr},
-      'pretrained': {**summarize_curve(curves['pretrained']), **pre_info,
+      name: {**summarize_curve(curve), **meta_info, 'steps': steps,
+             'fine_tune_lr': config.inner_lr},
+      'pretrained': {**summarize_curve(pre_curve), **pre_info, 'steps': all_steps,
                      'fine_tune_lr': fine_tune_lr,
                      'fine_tune_lr_validation_mse': {str(k): v for k, v in lr_scores.items()}},
   }
-  trained = {'model': model, 'maml': maml_params, 'pretrained': pre_params,
-             'fine_tune_lr': fine_tune_lr, 'test_key': keys['test']}
+  trained = {'model': model, name: meta_params, 'pretrained': pre_params,
+             'eval_adapt': eval_learner.adapt, 'fine_tune_lr': fine_tune_lr,
+             'test_key': keys['test']}
   return result, trained
 
 
 def plot_curves(results: dict, config: Config, path: str) -> None:
-  """MSE vs gradient steps, MAML vs pretrained, one panel per K (as in the paper)."""
+  """MSE vs gradient steps, the algorithm vs pretrained, one panel per K (as in the paper)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  steps = np.arange(config.eval_inner_steps + 1)
+  methods = ((config.algorithm, 'tab:red'), ('pretrained', 'tab:blue'))
   fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
   for ax, (name, res) in zip(axes[0], results.items()):
-    for method, color in (('maml', 'tab:red'), ('pretrained', 'tab:blue')):
+    for method, color in methods:
       mean = np.array(res[method]['mse_mean'])
       ci = np.array(res[method]['mse_ci95'])
-      ax.plot(steps, mean, 'o-', color=color,
-              label='MAML' if method == 'maml' else 'pretrained')
-      ax.fill_between(steps, mean - ci, mean + ci, color=color, alpha=0.2)
+      ax.plot(res[method]['steps'], mean, 'o-', color=color, label=method)
+      ax.fill_between(res[method]['steps'], mean - ci, mean + ci, color=color, alpha=0.2)
     title = f'{name}, {config.num_test_tasks} test tasks (95% CI)'
-    diverged = max(res['maml']['num_diverged'] + res['pretrained']['num_diverged'])
+    diverged = max(res[m]['num_diverged'][-1] for m, _ in methods)
     if diverged:
       title += f'\n(up to {diverged} diverged task(s): mean off the chart)'
     ax.set(title=title, xlabel='number of gradient steps', ylabel='mean squared error')
-    top = max(res[m]['mse_mean'][0] + res[m]['mse_ci95'][0] for m in ('maml', 'pretrained'))
+    top = max(res[m]['mse_mean'][0] + res[m]['mse_ci95'][0] for m, _ in methods)
     ax.set_ylim(0, 1.15 * top)
     ax.legend()
   fig.tight_layout()
@@ -227,6 +237,7 @@ def plot_predictions(trained: dict, config: Config, path: str, num_tasks: int = 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
+  name, last = config.algorithm, config.eval_inner_steps
   rows = list(trained.items())
   fig, axes = plt.subplots(len(rows), num_tasks, figsize=(4.5 * num_tasks, 3.5 * len(rows)),
                            squeeze=False)
@@ -237,22 +248,22 @@ def plot_predictions(trained: dict, config: Config, path: str, num_tasks: int = 
     sinusoid_key, input_key = jax.random.split(t['test_key'])
     waves = sinusoid.sample_sinusoids(sinusoid_key, config.num_test_tasks)
     tasks = sinusoid.make_tasks(input_key, waves, shots, config.num_test_query)
+    sgd = lambda params, support, lr, steps: (
+        jaxmaml.make_adapt(loss_fn, inner_lr=lr, num_steps=steps)(params, support)[0]
+        if steps else params)
     for i, ax in enumerate(row):
       support = jax.tree_util.tree_map(lambda x: x[i], tasks.support)
       truth = waves.amplitude[i] * jnp.sin(x_grid - waves.phase[i])
       ax.plot(x_grid, truth, 'k-', lw=2, label='ground truth')
       ax.plot(support[0], support[1], 'k^', ms=8, label='K points used')
-      curves = [('maml', 0, 'tab:red', ':', 'MAML, pre-update'),
-                ('maml', 1, 'tab:red', '--', 'MAML, 1 grad step'),
-                ('maml', config.eval_inner_steps, 'tab:red', '-',
-                 f'MAML, {config.eval_inner_steps} grad steps'),
-                ('pretrained', config.eval_inner_steps, 'tab:blue', '-',
-                 f'pretrained, {config.eval_inner_steps} grad steps')]
-      for method, steps, color, style, label in curves:
-        params = t[method]
-        if steps:
-          lr = config.inner_lr if method == 'maml' else t['fine_tune_lr']
-          params = jaxmaml.make_adapt(loss_fn, inner_lr=lr, num_steps=steps)(params, support)[0]
+      curves = [(t['eval_adapt'](t[name], support)[0], 'tab:red', '-', f'{name}, {last} steps'),
+                (sgd(t['pretrained'], support, t['fine_tune_lr'], last), 'tab:blue', '-',
+                 f'pretrained, {last} grad steps')]
+      if name in CURVE_ALGORITHMS:
+        curves += [(sgd(t[name], support, config.inner_lr, steps), 'tab:red', style,
+                    f'{name}, {steps} grad step{"s" * (steps != 1)}')
+                   for steps, style in ((0, ':'), (1, '--'))]
+      for params, color, style, label in curves:
         ax.plot(x_grid, apply(params, x_grid), color=color, ls=style, label=label)
       ax.set(title=f'K={shots}, test task {i}', xlim=(-5, 5))
   axes[0, 0].legend(fontsize=7, loc='lower left')
@@ -270,13 +281,15 @@ def format_table(results: dict, config: Config) -> str:
            + f' | median MSE {last} steps | diverged tasks at {last} steps |',
            '|---' * (len(steps) + 6) + '|']
   for name, res in results.items():
-    for method in ('maml', 'pretrained'):
+    for method in (config.algorithm, 'pretrained'):
       r = res[method]
-      cells = [f"{r['mse_mean'][s]:.3f} ± {r['mse_ci95'][s]:.3f}" for s in steps]
-      label = 'MAML' if method == 'maml' else f"pretrained (lr {r['fine_tune_lr']})"
+      at = {s: i for i, s in enumerate(r['steps'])}
+      cells = [f"{r['mse_mean'][at[s]]:.3f} ± {r['mse_ci95'][at[s]]:.3f}" if s in at else '–'
+               for s in steps]
+      label = method if method != 'pretrained' else f"pretrained (lr {r['fine_tune_lr']})"
       lines.append(f"| {name.split('=')[1]} | {label} | {r['iterations']} | "
                    f"{r['train_time_s']:.0f} | " + ' | '.join(cells)
-                   + f" | {r['mse_median'][last]:.3f} | {r['num_diverged'][last]} |")
+                   + f" | {r['mse_median'][-1]:.3f} | {r['num_diverged'][-1]} |")
   return '\n'.join(lines)
 
 

@@ -1,0 +1,94 @@
+"""The family by name, built the same way for every experiment.
+
+``make_learners(config, loss_fn, ...)`` turns the ``algorithm`` fields that the
+sinusoid and few-shot configs share into a training and an evaluation
+learner, and ``make_optimizer(config)`` into the outer optimizer:
+
+* ``maml`` (``first_order`` for FOMAML), ``anil`` (head: the last layer),
+  ``meta_sgd`` (rates start at ``inner_lr``), ``imaml`` (``imaml_reg``,
+  ``cg_steps``): evaluated with ``eval_inner_steps`` steps;
+* ``maml_plus_plus``: LSLR on, per-step BatchNorm on for models with
+  BatchNorm, MSL for ``msl_iterations``; the same steps at test (the rates are
+  per step); use ``outer_schedule='cosine'`` as the paper does;
+* ``reptile``: inner SGD at ``inner_lr``, outer plain SGD with step
+  ``outer_lr`` (the paper: 1.0 with ``outer_schedule='linear'`` to 0);
+* ``protonets``: the model without its head as the embedding.
+"""
+
+import optax
+
+import jaxmaml
+
+ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 'protonets')
+OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
+GRADIENT_BASED = ALGORITHMS[:-1]
+
+
+def check_fields(config) -> None:
+  """Raises a ValueError for a bad algorithm field of ``config``."""
+  if config.algorithm not in ALGORITHMS:
+    raise ValueError(f'algorithm must be one of {ALGORITHMS}, got {config.algorithm!r}.')
+  if config.outer_schedule not in OUTER_SCHEDULES:
+    raise ValueError(
+        f'outer_schedule must be one of {OUTER_SCHEDULES}, got {config.outer_schedule!r}.')
+  if isinstance(config.msl_iterations, bool) or config.msl_iterations < 0:
+    raise ValueError(f'msl_iterations must be an int >= 0, got {config.msl_iterations!r}.')
+  if not config.imaml_reg > 0:
+    raise ValueError(f'imaml_reg must be positive, got {config.imaml_reg!r}.')
+  if isinstance(config.cg_steps, bool) or config.cg_steps < 1:
+    raise ValueError(f'cg_steps must be a positive int, got {config.cg_steps!r}.')
+
+
+def make_learners(config, loss_fn, *, has_aux: bool, per_step_bn=None, embed_fn=None,
+                  num_ways: int | None = None):
+  """``(training learner, evaluation learner)`` for ``config.algorithm``.
+
+  Args:
+    config: a sinusoid or few-shot ``Config``.
+    loss_fn: the model's loss, ``(params, batch) -> loss`` (or with metrics).
+    has_aux: whether ``loss_fn`` returns metrics.
+    per_step_bn: MAML++'s per-step BatchNorm mask (None: the model has none).
+    embed_fn, num_ways: ProtoNets' embedding ``(params, inputs) -> [n, dim]``
+      and the number of classes per task.
+  """
+  name = config.algorithm
+  if name == 'protonets':
+    if embed_fn is None:
+      raise ValueError('protonets needs a classification problem (an embedding).')
+    learner = jaxmaml.protonets(embed_fn, num_ways=num_ways)
+    return learner, learner
+  if name == 'maml_plus_plus':
+    learner = jaxmaml.maml_plus_plus(
+        loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
+        msl_iterations=config.msl_iterations, learn_inner_lr=True, per_step_bn=per_step_bn,
+        has_aux=has_aux)
+    return learner, learner
+
+  def build(num_steps, first_order=False):
+    common = dict(num_steps=num_steps, has_aux=has_aux)
+    if name == 'maml':
+      return jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, first_order=first_order, **common)
+    if name == 'anil':
+      return jaxmaml.anil(loss_fn, inner_lr=config.inner_lr, first_order=first_order, **common)
+    if name == 'meta_sgd':
+      return jaxmaml.meta_sgd(loss_fn, init_lr=config.inner_lr, first_order=first_order,
+                              **common)
+    if name == 'reptile':
+      return jaxmaml.reptile(loss_fn, inner_lr=config.inner_lr, **common)
+    return jaxmaml.imaml(loss_fn, inner_lr=config.inner_lr, reg=config.imaml_reg,
+                         cg_steps=config.cg_steps, **common)
+
+  return (build(config.train_inner_steps, config.first_order),
+          build(config.eval_inner_steps))
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """The outer optimizer: Adam (plain SGD for Reptile) at ``outer_lr``, scheduled."""
+  lr = {
+      'constant': config.outer_lr,
+      # MAML++: cosine annealing to a minimum of 1e-5 (its code's min_learning_rate).
+      'cosine': optax.cosine_decay_schedule(
+          config.outer_lr, config.num_iterations, alpha=min(1.0, 1e-5 / config.outer_lr)),
+      'linear': optax.linear_schedule(config.outer_lr, 0.0, config.num_iterations),
+  }[config.outer_schedule]
+  return optax.sgd(lr) if config.algorithm == 'reptile' else optax.adam(lr)
