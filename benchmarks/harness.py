@@ -14,6 +14,11 @@ Conv4 in its 5-way 1-shot and 20-way 1-shot settings):
 * ``accuracy``: first- vs second-order Omniglot 5-way 1-shot trained for the
   same meta-training wall time (validation excluded), then tested on 600
   tasks (mean and 95% CI); needs the Omniglot data;
+* ``family``: the same meta-step measurements for every algorithm of the
+  family (``FAMILY``) on the sinusoid and Omniglot 5-way 1-shot shapes;
+* ``family_accuracy``: every algorithm trained on Omniglot 5-way 1-shot for
+  the same meta-training wall time, with its own hyperparameters
+  (``FAMILY``), then tested on 600 tasks;
 * ``peers``: ``benchmarks.peers`` (PyTorch, learn2learn) in the same run, if
   PyTorch is installed.
 
@@ -59,6 +64,34 @@ VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner s
 }
 
 
+# The family: how ``experiments.algorithms`` builds each one, and the flags
+# of its Omniglot 5-way 1-shot run (on top of the MAML paper's config).
+FAMILY = {
+    'maml': (dict(algorithm='maml'), []),
+    'fomaml': (dict(algorithm='maml', first_order=True), ['--first_order']),
+    'anil': (dict(algorithm='anil'), ['--algorithm', 'anil']),
+    'meta_sgd': (dict(algorithm='meta_sgd'), ['--algorithm', 'meta_sgd']),
+    # MAML++'s Omniglot config: 5 steps at 0.1 (learned per layer and step),
+    # meta-batch 8, MSL over the first 10 epochs of 500 iterations, cosine.
+    'maml_plus_plus': (dict(algorithm='maml_plus_plus', msl_iterations=5000, inner_steps=5),
+                       ['--algorithm', 'maml_plus_plus', '--inner_lr', '0.1',
+                        '--train_inner_steps', '5', '--eval_inner_steps', '5',
+                        '--meta_batch_size', '8', '--msl_iterations', '5000',
+                        '--outer_schedule', 'cosine']),
+    # Reptile: 5 inner SGD steps (50 at test), meta-batch 5, outer step 1
+    # annealed linearly to 0 (the paper's schedule; it uses inner Adam).
+    'reptile': (dict(algorithm='reptile', inner_steps=5),
+                ['--algorithm', 'reptile', '--inner_lr', '0.1', '--train_inner_steps', '5',
+                 '--eval_inner_steps', '50', '--meta_batch_size', '5', '--outer_lr', '1.0',
+                 '--outer_schedule', 'linear']),
+    # iMAML: 10 proximal steps at 0.1, lambda 2, 5 CG iterations.
+    'imaml': (dict(algorithm='imaml', inner_steps=10),
+              ['--algorithm', 'imaml', '--inner_lr', '0.1', '--train_inner_steps', '10',
+               '--eval_inner_steps', '10', '--imaml_reg', '2.0', '--cg_steps', '5']),
+    'protonets': (dict(algorithm='protonets'), ['--algorithm', 'protonets']),
+}
+
+
 class Shape(NamedTuple):
   """A problem: the model and the meta-batch it is trained on."""
 
@@ -80,8 +113,29 @@ SHAPES = {  # Hyperparameters of the MAML paper; task mapping as in our configs.
 }
 
 
-def _problem(shape: Shape, inner_steps: int, **learner_kwargs):
-  """``(learner, optimizer, state, tasks)`` for ``shape`` on synthetic data."""
+def _family_learner(spec: dict, shape: Shape, loss_fn, embed_fn, inner_steps: int):
+  """The learner of ``FAMILY`` entry ``spec``, built as the experiments build it."""
+  import types
+  import jaxmaml
+  from experiments import algorithms
+
+  config = types.SimpleNamespace(
+      algorithm=spec['algorithm'], first_order=spec.get('first_order', False),
+      inner_lr=shape.inner_lr, train_inner_steps=inner_steps, eval_inner_steps=inner_steps,
+      msl_iterations=spec.get('msl_iterations', 0), imaml_reg=2.0, cg_steps=5)
+  conv = shape.model == 'conv4'
+  learner, _ = algorithms.make_learners(
+      config, loss_fn, has_aux=conv, per_step_bn=jaxmaml.batch_norm_params if conv else None,
+      embed_fn=embed_fn, num_ways=shape.ways)
+  return learner
+
+
+def _problem(shape: Shape, inner_steps: int, family: str | None = None, **learner_kwargs):
+  """``(learner, optimizer, state, tasks)`` for ``shape`` on synthetic data.
+
+  With ``family``, the learner is that algorithm of ``FAMILY``; otherwise MAML
+  with ``learner_kwargs``.
+  """
   import jax
   import optax
   import jaxmaml
@@ -96,16 +150,21 @@ def _problem(shape: Shape, inner_steps: int, **learner_kwargs):
     loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
     tasks = sinusoid.sample_tasks(data_key, shape.meta_batch_size, shape.shots, shape.queries)
   else:
-    model = jaxmaml.Conv4(shape.ways)
+    protonets = family == 'protonets'
+    model = jaxmaml.Conv4(None if protonets else shape.ways)
     loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
     learner_kwargs['has_aux'] = True
     tasks = omniglot_conv.random_tasks(data_key, shape.meta_batch_size, shape.ways,
                                        shape.shots, shape.queries)
   params = model.init(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))['params']
-  learner = jaxmaml.maml(loss_fn, inner_lr=shape.inner_lr, num_steps=inner_steps,
-                         **learner_kwargs)
-  optimizer = optax.adam(1e-3)
-  return learner, optimizer, jaxmaml.init_train_state(params, optimizer), tasks
+  if family:
+    learner = _family_learner(FAMILY[family][0], shape, loss_fn, jaxmaml.apply_fn(model),
+                              inner_steps)
+  else:
+    learner = jaxmaml.maml(loss_fn, inner_lr=shape.inner_lr, num_steps=inner_steps,
+                           **learner_kwargs)
+  optimizer = optax.sgd(1.0) if family == 'reptile' else optax.adam(1e-3)
+  return learner, optimizer, jaxmaml.init_train_state(learner.init(params), optimizer), tasks
 
 
 def _peak_rss_bytes() -> int:
@@ -148,7 +207,9 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
     shape = shape._replace(task_map=task_map,
                            batch_size=shape.batch_size if task_map == 'map' else None)
   rss_before = _peak_rss_bytes()
-  learner, optimizer, state, tasks = _problem(shape, inner_steps, **VARIANTS[variant])
+  family = variant if variant in FAMILY else None
+  kwargs = {} if family else VARIANTS[variant]
+  learner, optimizer, state, tasks = _problem(shape, inner_steps, family, **kwargs)
   mapping = dict(task_map=shape.task_map, batch_size=shape.batch_size)
   step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, **mapping))
   start = time.perf_counter()
@@ -158,8 +219,9 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
 
-  counted, _, _, _ = _problem(shape, inner_steps, first_order=VARIANTS[variant]['first_order'],
-                              unroll=True)
+  # The family's inner loops are unrolled already (at most 10 steps).
+  counted, _, _, _ = (_problem(shape, inner_steps, family) if family else _problem(
+      shape, inner_steps, first_order=VARIANTS[variant]['first_order'], unroll=True))
   counting_step = jaxmaml.make_meta_step(counted, optimizer, jit=False, task_map='vmap')
   counting = jax.jit(counting_step).lower(state, tasks)
   # The HLO cost analysis before compiling; some backends (GPU) only have it
@@ -218,15 +280,20 @@ def run_worker(kind: str, **kwargs) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_accuracy(variant: str, args) -> dict:
-  """Trains Omniglot 5-way 1-shot for ``args.budget_s`` of meta-training; test accuracy."""
+def run_accuracy(variant: str, args, flags=None) -> dict:
+  """Trains Omniglot 5-way 1-shot for ``args.budget_s`` of meta-training; test accuracy.
+
+  ``variant`` names a MAML variant (``VARIANTS``), or with ``flags`` (the
+  experiment's command-line flags) an algorithm of ``FAMILY``.
+  """
   workdir = os.path.join(args.out, 'accuracy', variant)
   command = [sys.executable, '-m', 'experiments.fewshot.main', '--config', 'omniglot_5way1shot',
              '--workdir', workdir, '--data_dir', args.data_dir,
              '--time_budget_s', str(args.budget_s), '--eval_every', str(args.eval_every),
              '--num_val_tasks', str(args.num_val_tasks),
-             '--num_test_tasks', str(args.num_test_tasks),
-             '--first_order' if VARIANTS[variant]['first_order'] else '--no-first_order']
+             '--num_test_tasks', str(args.num_test_tasks)]
+  command += flags if flags is not None else (
+      ['--first_order'] if VARIANTS[variant]['first_order'] else ['--no-first_order'])
   if args.cache_dir:
     command += ['--cache_dir', args.cache_dir]
   proc = subprocess.run(command, capture_output=True, text=True)
@@ -344,7 +411,7 @@ def plot_accuracy(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
-SECTIONS = ('variants', 'sweep', 'accuracy', 'peers')
+SECTIONS = ('variants', 'sweep', 'accuracy', 'family', 'family_accuracy', 'peers')
 
 
 def parse_args(argv):
@@ -356,6 +423,8 @@ def parse_args(argv):
   parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
   parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES),
                       help='shapes of the variants section')
+  parser.add_argument('--family', nargs='+', default=list(FAMILY), choices=list(FAMILY),
+                      help='algorithms of the family and family_accuracy sections')
   parser.add_argument('--sweep_shapes', nargs='+', choices=list(SHAPES), default=None,
                       help='default: sinusoid and omniglot_5way1shot (--quick: sinusoid)')
   parser.add_argument('--sweep_steps', nargs='+', type=int, default=None,
@@ -408,9 +477,16 @@ def _markdown(report: dict) -> str:
   if 'sweep' in report:
     lines += ['## Inner-step sweep', ''] + _step_table(report['sweep'], flop_per_s) + ['']
     lines += _remat_summary(report['sweep']) + ['']
-  rows = report.get('accuracy')
-  if isinstance(rows, list):
-    lines += ['## Omniglot 5-way 1-shot at equal meta-training time', '',
+  if 'family' in report:
+    lines += ['## The family (one meta-step each)', '']
+    lines += _step_table(report['family'], flop_per_s) + ['']
+  for key, title in (('accuracy', 'Omniglot 5-way 1-shot at equal meta-training time'),
+                     ('family_accuracy', 'The family on Omniglot 5-way 1-shot at equal '
+                      'meta-training time')):
+    rows = report.get(key)
+    if not isinstance(rows, list):
+      continue
+    lines += [f'## {title}', '',
               '| variant | budget (s) | iterations | test accuracy (%) | tasks |',
               '|---|---|---|---|---|']
     for r in rows:
@@ -475,6 +551,20 @@ def main(argv=None) -> dict:
         report['accuracy'].append(run_accuracy(variant, args))
         save()
       plot_accuracy(report['accuracy'], os.path.join(args.out, 'accuracy_vs_time.png'))
+  if 'family' in args.sections:
+    steps_section('family', [(n, f, FAMILY[f][0].get('inner_steps', SHAPES[n].inner_steps))
+                             for n in ('sinusoid', 'omniglot_5way1shot') for f in args.family
+                             if not (n == 'sinusoid' and f == 'protonets')])
+  if 'family_accuracy' in args.sections:
+    if not os.path.isdir(args.data_dir):
+      report['family_accuracy'] = {'skipped': f'no Omniglot data at {args.data_dir}'}
+    else:
+      report['family_accuracy'] = []
+      for name in args.family:
+        report['family_accuracy'].append(run_accuracy(name, args, FAMILY[name][1]))
+        save()
+      plot_accuracy(report['family_accuracy'],
+                    os.path.join(args.out, 'family_accuracy_vs_time.png'))
   if 'peers' in args.sections:
     report['peers'] = run_peers(args)
   save()

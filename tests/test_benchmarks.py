@@ -59,3 +59,13 @@ def test_accuracy_section(tmp_path):
     assert r['test']['num_tasks'] == 20 and 0 <= r['test']['accuracy'] <= 100
     assert r['val_curve'], r
   assert os.path.getsize(tmp_path / 'accuracy_vs_time.png') > 0
+
+
+@pytest.mark.parametrize('name', ['maml_plus_plus', 'imaml'])
+def test_family_meta_step_measurement(name):
+  """A family row (in-process here): the algorithm's own steps, positive figures."""
+  steps = harness.FAMILY[name][0]['inner_steps']
+  row = harness.measure_meta_step('sinusoid', name, steps, repeats=2, min_block_s=0.01)
+  assert (row['variant'], row['inner_steps']) == (name, steps)
+  for key in POSITIVE:
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)
