@@ -3,6 +3,7 @@
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import types
@@ -43,6 +44,15 @@ def check_positive_ints(config, names) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name} must be a positive int, got {value!r}.')
+
+
+def check_finite_loss(loss: float, iteration: int) -> None:
+  """Stops a run whose meta-training diverged, before it is checkpointed."""
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+        f'meta-training diverged: the mean query loss is {loss} at iteration {iteration}. '
+        'The last checkpoint holds the state before that; try a smaller outer_lr or '
+        'inner_lr.')
 
 
 def environment() -> dict:

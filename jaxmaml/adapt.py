@@ -119,7 +119,7 @@ def mask_flags(mask, params) -> list[bool]:
   if not all(isinstance(m, (bool, np.bool_)) for m in flags):
     raise TypeError(f'mask leaves must be Python bools, got {flags}.')
   if not any(flags):
-    raise ValueError('mask selects no parameter to adapt.')
+    raise ValueError('mask selects no parameter.')
   return [bool(m) for m in flags]
 
 

@@ -61,7 +61,7 @@ def test_accuracy_section(tmp_path):
   assert os.path.getsize(tmp_path / 'accuracy_vs_time.png') > 0
 
 
-@pytest.mark.parametrize('name', ['maml_plus_plus', 'imaml'])
+@pytest.mark.parametrize('name', ['imaml'])
 def test_family_meta_step_measurement(name):
   """A family row (in-process here): the algorithm's own steps, positive figures."""
   steps = harness.FAMILY[name][0]['inner_steps']

@@ -23,7 +23,7 @@ def test_second_order_meta_gradient_matches_finite_differences(num_steps):
     loss_fn, params, tasks = tiny_regression(
         jax.random.key(1), num_tasks=3, width=6, dtype=jnp.float64)
     learner = jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=num_steps)
-    check_grads(lambda p: meta_loss(learner, p, tasks), (params,), order=2,
+    check_grads(jax.jit(lambda p: meta_loss(learner, p, tasks)), (params,), order=2,
                 modes=['rev'], eps=1e-4, atol=1e-5, rtol=1e-5)
     # The gradient that check_grads just validated is what task_grad returns.
     grads, _ = jaxmaml.meta_gradient(learner, params, tasks)

@@ -100,8 +100,8 @@ def test_everything_on_matches_finite_differences():
     noise = lambda x, i: x + 0.01 * jax.random.normal(jax.random.key(i), x.shape, x.dtype)
     leaves, treedef = jax.tree_util.tree_flatten(meta_params)
     meta_params = treedef.unflatten([noise(x, i) for i, x in enumerate(leaves)])
-    objective = lambda mp: jnp.vdot(
-        msl_weights(2, 3, 10), learner.task_grad(mp, task(tasks, 0), 3)[1]['step_losses'])
+    objective = jax.jit(lambda mp: jnp.vdot(
+        msl_weights(2, 3, 10), learner.task_grad(mp, task(tasks, 0), 3)[1]['step_losses']))
     check_grads(objective, (meta_params,), order=1, modes=['rev'], eps=1e-5, atol=1e-6, rtol=1e-6)
     grad, _ = learner.task_grad(meta_params, task(tasks, 0), 3)
     assert rel_l2(grad, jax.grad(objective)(meta_params)) < 1e-10

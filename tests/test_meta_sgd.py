@@ -35,8 +35,8 @@ def test_rate_gradient_matches_finite_differences():
     rates = jax.tree_util.tree_map(  # Non-uniform rates.
         lambda r: r * (1 + 0.5 * jax.random.uniform(jax.random.key(2), r.shape)),
         meta_params['inner_lr'])
-    loss = lambda rates: learner.task_loss({'params': params, 'inner_lr': rates},
-                                           task(tasks, 0))[0]
+    loss = jax.jit(lambda rates: learner.task_loss({'params': params, 'inner_lr': rates},
+                                                   task(tasks, 0))[0])
     check_grads(loss, (rates,), order=1, modes=['rev'], eps=1e-5, atol=1e-6, rtol=1e-6)
 
 

@@ -69,3 +69,11 @@ def test_default_run_reaches_literature_maml_numbers(tmp_path):
   report = train.train_and_evaluate(config_lib.Config(), str(tmp_path), plots=False)
   assert report['results']['K=5']['maml']['mse_mean'][1] < 1.13
   assert report['results']['K=10']['maml']['mse_mean'][1] < 0.77
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+  """A diverging run stops at the first logged non-finite loss, not later with NaN results."""
+  config = config_lib.Config(**dict(TINY, num_iterations=500, outer_lr=1e30, log_every=10,
+                                    checkpoint_every=100))
+  with pytest.raises(FloatingPointError, match='meta-training diverged'):
+    train.train_and_evaluate(config, str(tmp_path), plots=False)

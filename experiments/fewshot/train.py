@@ -171,6 +171,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
         config.time_budget_s is not None and train_time() >= config.time_budget_s)
     if done % config.log_every == 0 or last:
       acc, loss = float(jnp.mean(metrics['accuracy'])), float(jnp.mean(metrics['loss']))
+      cli.check_finite_loss(loss, done)
       running = acc if running is None else 0.9 * running + 0.1 * acc
       log.write(json.dumps({'step': done, 'train_accuracy': acc, 'train_loss': loss,
                             'time_s': elapsed(), 'meta_train_time_s': train_time()}) + '\n')

@@ -117,6 +117,7 @@ def train(
       done = it + 1
       if done % config.log_every == 0 or done == config.num_iterations:
         loss = float(jnp.mean(metrics['loss']))
+        cli.check_finite_loss(loss, done)
         running = loss if running is None else 0.9 * running + 0.1 * loss
         bar.set_postfix(query_mse=f'{running:.3f}')
       if done % config.checkpoint_every == 0 or done == config.num_iterations:
@@ -223,8 +224,8 @@ def plot_curves(results: dict, config: Config, path: str) -> None:
     if diverged:
       title += f'\n(up to {diverged} diverged task(s): mean off the chart)'
     ax.set(title=title, xlabel='number of gradient steps', ylabel='mean squared error')
-    top = max(res[m]['mse_mean'][0] + res[m]['mse_ci95'][0] for m, _ in methods)
-    ax.set_ylim(0, 1.15 * top)
+    tops = [res[m]['mse_mean'][0] + res[m]['mse_ci95'][0] for m, _ in methods]
+    ax.set_ylim(0, 1.15 * max([t for t in tops if np.isfinite(t)], default=1.0))
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
