@@ -21,7 +21,6 @@ import jaxmaml
 
 ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 'protonets')
 OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
-GRADIENT_BASED = ALGORITHMS[:-1]
 
 
 def check_fields(config) -> None:

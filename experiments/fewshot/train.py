@@ -21,7 +21,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 
 import jaxmaml

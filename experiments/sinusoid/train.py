@@ -26,6 +26,7 @@ import tqdm
 
 import jaxmaml
 from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
+from jaxmaml.maml import identity
 from jaxmaml.data import sinusoid
 from experiments import algorithms
 from experiments import cli
@@ -60,7 +61,7 @@ def joint_training(loss_fn: jaxmaml.LossFn) -> jaxmaml.MetaLearner:
     return loss, {'loss': loss}
 
   return jaxmaml.MetaLearner(
-      init=lambda params: params,
+      init=identity,
       adapt=lambda params, support: (params, jnp.zeros([0])),
       task_loss=task_loss,
       task_grad=jaxmaml.grad_of(task_loss),
