@@ -19,6 +19,15 @@ Conv4 in its 5-way 1-shot and 20-way 1-shot settings):
 * ``family_accuracy``: every algorithm trained on Omniglot 5-way 1-shot for
   the same meta-training wall time, with its own hyperparameters
   (``FAMILY``), then tested on 600 tasks;
+* ``precision``: the meta-step of first- and second-order MAML in float32 and
+  bfloat16 (``jaxmaml.mixed_precision``) on the sinusoid and Omniglot 5-way
+  1-shot shapes, and second-order Omniglot trained in each precision for the
+  same meta-training wall time;
+* ``devices``: the Omniglot 5-way 1-shot second-order meta-step with its 32
+  tasks split over 1, 2, 4 and 8 devices (``make_meta_step(..., mesh=...)``).
+  On CPU the devices are simulated
+  (``--xla_force_host_platform_device_count``) and share the machine's cores:
+  this measures the overhead of the split, not a speed-up;
 * ``peers``: ``benchmarks.peers`` (PyTorch, learn2learn) in the same run, if
   PyTorch is installed.
 
@@ -130,11 +139,12 @@ def _family_learner(spec: dict, shape: Shape, loss_fn, embed_fn, inner_steps: in
   return learner
 
 
-def _problem(shape: Shape, inner_steps: int, family: str | None = None, **learner_kwargs):
+def _problem(shape: Shape, inner_steps: int, family: str | None = None,
+             precision: str = 'float32', **learner_kwargs):
   """``(learner, optimizer, state, tasks)`` for ``shape`` on synthetic data.
 
   With ``family``, the learner is that algorithm of ``FAMILY``; otherwise MAML
-  with ``learner_kwargs``.
+  with ``learner_kwargs``. The model computes in ``precision``.
   """
   import jax
   import optax
@@ -147,12 +157,13 @@ def _problem(shape: Shape, inner_steps: int, family: str | None = None, **learne
   data_key, init_key = jax.random.split(jax.random.key(0))
   if shape.model == 'mlp':
     model = jaxmaml.MLP(features=(40, 40, 1))
-    loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
+    loss_fn = jaxmaml.mse_loss(jaxmaml.mixed_precision(jaxmaml.apply_fn(model), precision))
     tasks = sinusoid.sample_tasks(data_key, shape.meta_batch_size, shape.shots, shape.queries)
   else:
     protonets = family == 'protonets'
     model = jaxmaml.Conv4(None if protonets else shape.ways)
-    loss_fn = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
+    loss_fn = jaxmaml.cross_entropy_loss(
+        jaxmaml.mixed_precision(jaxmaml.apply_fn(model), precision))
     learner_kwargs['has_aux'] = True
     tasks = omniglot_conv.random_tasks(data_key, shape.meta_batch_size, shape.ways,
                                        shape.shots, shape.queries)
@@ -197,8 +208,10 @@ def _time_blocks(fn, args, repeats: int, min_block_s: float) -> list[float]:
 
 
 def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
-                      min_block_s: float, task_map: str | None = None) -> dict:
-  """Compile time, step time, memory and FLOPs of one jitted meta-step."""
+                      min_block_s: float, task_map: str | None = None,
+                      precision: str = 'float32', num_devices: int = 1) -> dict:
+  """Compile time, step time, memory and FLOPs of one jitted meta-step, its
+  model in ``precision``, its tasks split over ``num_devices`` devices."""
   import jax
   import jaxmaml
 
@@ -209,9 +222,13 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
   rss_before = _peak_rss_bytes()
   family = variant if variant in FAMILY else None
   kwargs = {} if family else VARIANTS[variant]
-  learner, optimizer, state, tasks = _problem(shape, inner_steps, family, **kwargs)
+  learner, optimizer, state, tasks = _problem(shape, inner_steps, family, precision, **kwargs)
   mapping = dict(task_map=shape.task_map, batch_size=shape.batch_size)
-  step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, **mapping))
+  mesh = None
+  if num_devices > 1:
+    mesh = jaxmaml.task_mesh(num_devices)
+    state, tasks = jaxmaml.replicate(state, mesh), jaxmaml.shard_tasks(tasks, mesh)
+  step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, mesh=mesh, **mapping))
   start = time.perf_counter()
   lowered = step.lower(state, tasks)
   lower_s = time.perf_counter() - start
@@ -220,8 +237,9 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
   compile_s = time.perf_counter() - start
 
   # The family's inner loops are unrolled already (at most 10 steps).
-  counted, _, _, _ = (_problem(shape, inner_steps, family) if family else _problem(
-      shape, inner_steps, first_order=VARIANTS[variant]['first_order'], unroll=True))
+  counted, _, _, _ = (_problem(shape, inner_steps, family, precision) if family else _problem(
+      shape, inner_steps, precision=precision, first_order=VARIANTS[variant]['first_order'],
+      unroll=True))
   counting_step = jaxmaml.make_meta_step(counted, optimizer, jit=False, task_map='vmap')
   counting = jax.jit(counting_step).lower(state, tasks)
   # The HLO cost analysis before compiling; some backends (GPU) only have it
@@ -233,6 +251,7 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
   memory = compiled.memory_analysis()
   return {
       'shape': name, 'variant': variant, 'inner_steps': inner_steps,
+      'precision': precision, 'num_devices': num_devices,
       'meta_batch_size': shape.meta_batch_size,
       'task_map': shape.task_map + (f':{shape.batch_size}' if shape.batch_size else ''),
       'lower_s': lower_s, 'compile_s': compile_s,
@@ -270,11 +289,17 @@ def run_worker(kind: str, **kwargs) -> dict:
   """Runs ``WORKERS[kind](**kwargs)`` in a fresh Python process.
 
   A failure (e.g. out of memory) is returned as ``{'error': ...}`` so that
-  one configuration cannot lose the rest of the run.
+  one configuration cannot lose the rest of the run. With ``num_devices > 1``
+  the process simulates that many CPU devices (the flag must be set before
+  JAX starts; it does not affect GPUs or TPUs).
   """
   spec = json.dumps({'kind': kind, **kwargs})
+  env = dict(os.environ)
+  if kwargs.get('num_devices', 1) > 1:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count='
+                        f"{kwargs['num_devices']}")
   proc = subprocess.run([sys.executable, '-m', 'benchmarks.harness', '--worker', spec],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, env=env)
   if proc.returncode != 0:
     return {**kwargs, 'error': proc.stderr.strip().splitlines()[-1:] or [f'exit {proc.returncode}']}
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -335,12 +360,16 @@ def _step_table(rows: list[dict], matmul_flop_per_s: float) -> list[str]:
            '| tasks/s | GFLOP/s | of matmul | XLA temp / peak (MiB) | peak RSS (MiB) |',
            '|---' * 10 + '|']
   for r in rows:
+    variant = r['variant'] + ('' if r.get('precision', 'float32') == 'float32'
+                              else f" {r['precision']}")
+    if r.get('num_devices', 1) > 1:
+      variant += f", {r['num_devices']} devices"
     if 'error' in r:
-      lines.append(f"| {r['name']} | {r['variant']} | {r['inner_steps']} | error: {r['error']} |")
+      lines.append(f"| {r['name']} | {variant} | {r['inner_steps']} | error: {r['error']} |")
       continue
     lo, hi = r['step_s_iqr']
     lines.append(
-        f"| {r['shape']} | {r['variant']} | {r['inner_steps']} "
+        f"| {r['shape']} | {variant} | {r['inner_steps']} "
         f"| {r['lower_s']:.1f} + {r['compile_s']:.1f} "
         f"| {1e3 * r['step_s_median']:.2f} [{1e3 * lo:.2f}, {1e3 * hi:.2f}] "
         f"| {r['tasks_per_s']:.0f} | {r['achieved_flop_per_s'] / 1e9:.1f} "
@@ -411,7 +440,8 @@ def plot_accuracy(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
-SECTIONS = ('variants', 'sweep', 'accuracy', 'family', 'family_accuracy', 'peers')
+SECTIONS = ('variants', 'sweep', 'accuracy', 'family', 'family_accuracy', 'precision',
+            'devices', 'peers')
 
 
 def parse_args(argv):
@@ -425,6 +455,8 @@ def parse_args(argv):
                       help='shapes of the variants section')
   parser.add_argument('--family', nargs='+', default=list(FAMILY), choices=list(FAMILY),
                       help='algorithms of the family and family_accuracy sections')
+  parser.add_argument('--device_counts', nargs='+', type=int, default=[1, 2, 4, 8],
+                      help='device counts of the devices section (32 tasks split evenly)')
   parser.add_argument('--sweep_shapes', nargs='+', choices=list(SHAPES), default=None,
                       help='default: sinusoid and omniglot_5way1shot (--quick: sinusoid)')
   parser.add_argument('--sweep_steps', nargs='+', type=int, default=None,
@@ -477,12 +509,16 @@ def _markdown(report: dict) -> str:
   if 'sweep' in report:
     lines += ['## Inner-step sweep', ''] + _step_table(report['sweep'], flop_per_s) + ['']
     lines += _remat_summary(report['sweep']) + ['']
-  if 'family' in report:
-    lines += ['## The family (one meta-step each)', '']
-    lines += _step_table(report['family'], flop_per_s) + ['']
+  for key, title in (('family', 'The family (one meta-step each)'),
+                     ('precision', 'float32 vs bfloat16 compute'),
+                     ('devices', 'The meta-batch split over devices')):
+    if key in report:
+      lines += [f'## {title}', ''] + _step_table(report[key], flop_per_s) + ['']
   for key, title in (('accuracy', 'Omniglot 5-way 1-shot at equal meta-training time'),
                      ('family_accuracy', 'The family on Omniglot 5-way 1-shot at equal '
-                      'meta-training time')):
+                      'meta-training time'),
+                     ('precision_accuracy', 'Second-order Omniglot 5-way 1-shot, float32 vs '
+                      'bfloat16, at equal meta-training time')):
     rows = report.get(key)
     if not isinstance(rows, list):
       continue
@@ -529,9 +565,9 @@ def main(argv=None) -> dict:
 
   def steps_section(key, configs):
     report[key] = []
-    for name, variant, steps in configs:
+    for name, variant, steps, *extra in configs:
       report[key].append(run_worker('meta_step', name=name, variant=variant, inner_steps=steps,
-                                    task_map=args.task_map, **timing))
+                                    task_map=args.task_map, **timing, **dict(extra)))
       save()
       print(_step_table(report[key][-1:], report['matmul']['flop_per_s'])[-1], flush=True)
 
@@ -565,6 +601,22 @@ def main(argv=None) -> dict:
         save()
       plot_accuracy(report['family_accuracy'],
                     os.path.join(args.out, 'family_accuracy_vs_time.png'))
+  if 'precision' in args.sections:
+    steps_section('precision', [(n, v, SHAPES[n].inner_steps, ('precision', p))
+                                for n in ('sinusoid', 'omniglot_5way1shot')
+                                for v in ('second_order', 'first_order')
+                                for p in ('float32', 'bfloat16')])
+    if not os.path.isdir(args.data_dir):
+      report['precision_accuracy'] = {'skipped': f'no Omniglot data at {args.data_dir}'}
+    else:
+      report['precision_accuracy'] = []
+      for precision in ('float32', 'bfloat16'):
+        report['precision_accuracy'].append(run_accuracy(
+            f'second_order_{precision}', args, ['--no-first_order', '--precision', precision]))
+        save()
+  if 'devices' in args.sections:
+    steps_section('devices', [('omniglot_5way1shot', 'second_order', 1, ('num_devices', n))
+                              for n in args.device_counts])
   if 'peers' in args.sections:
     report['peers'] = run_peers(args)
   save()

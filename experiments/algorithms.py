@@ -13,6 +13,12 @@ learner, and ``make_optimizer(config)`` into the outer optimizer:
 * ``reptile``: inner SGD at ``inner_lr``, outer plain SGD with step
   ``outer_lr`` (the paper: 1.0 with ``outer_schedule='linear'`` to 0);
 * ``protonets``: the model without its head as the embedding.
+
+``precision`` (a field of both configs) is the compute dtype of the model's
+forward and backward passes (``jaxmaml.mixed_precision``); parameters,
+meta-gradients and optimizer state stay float32. In low precision the outer
+update is guarded by ``optax.apply_if_finite`` and the run stops cleanly at the
+first non-finite meta-gradient (``experiments.cli.check_finite_updates``).
 """
 
 import optax
@@ -21,6 +27,7 @@ import jaxmaml
 
 ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 'protonets')
 OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
+PRECISIONS = ('float32', 'bfloat16')
 
 
 def check_fields(config) -> None:
@@ -36,6 +43,8 @@ def check_fields(config) -> None:
     raise ValueError(f'imaml_reg must be positive, got {config.imaml_reg!r}.')
   if isinstance(config.cg_steps, bool) or config.cg_steps < 1:
     raise ValueError(f'cg_steps must be a positive int, got {config.cg_steps!r}.')
+  if config.precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got {config.precision!r}.')
 
 
 def make_learners(config, loss_fn, *, has_aux: bool, per_step_bn=None, embed_fn=None,
@@ -90,4 +99,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
           config.outer_lr, config.num_iterations, alpha=min(1.0, 1e-5 / config.outer_lr)),
       'linear': optax.linear_schedule(config.outer_lr, 0.0, config.num_iterations),
   }[config.outer_schedule]
-  return optax.sgd(lr) if config.algorithm == 'reptile' else optax.adam(lr)
+  optimizer = optax.sgd(lr) if config.algorithm == 'reptile' else optax.adam(lr)
+  if config.precision == 'float32':
+    return optimizer
+  # Skip (and count) updates whose meta-gradient is not finite; the training
+  # loop stops at the first one. The count never reaches this limit.
+  return optax.apply_if_finite(optimizer, max_consecutive_errors=2**30)

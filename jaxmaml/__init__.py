@@ -3,7 +3,9 @@
 The public API: the inner loop (``make_adapt``), algorithms as records of pure
 functions (``maml``, ``anil``, ``meta_sgd``, ``maml_plus_plus``, ``reptile``,
 ``imaml``, ``protonets``), the meta-training step (``make_meta_step``), and
-evaluation (``evaluate``, ``mean_confidence_interval``).
+evaluation (``evaluate``, ``mean_confidence_interval``), and data parallelism
+over tasks (``task_mesh``, ``replicate``, ``shard_tasks``) and mixed precision
+(``mixed_precision``).
 """
 
 from jaxmaml.adapt import InnerLR
@@ -35,8 +37,12 @@ from jaxmaml.models import MLP
 from jaxmaml.models import apply_fn
 from jaxmaml.models import batch_norm_params
 from jaxmaml.models import conv4_miniimagenet
+from jaxmaml.precision import mixed_precision
 from jaxmaml.protonets import protonets
 from jaxmaml.reptile import reptile
+from jaxmaml.sharding import replicate
+from jaxmaml.sharding import shard_tasks
+from jaxmaml.sharding import task_mesh
 from jaxmaml.tasks import check_tasks
 from jaxmaml.tasks import map_tasks
 from jaxmaml.training import MetaTrainState
@@ -78,10 +84,14 @@ __all__ = (
     'maml',
     'maml_plus_plus',
     'mean_confidence_interval',
+    'mixed_precision',
     'meta_gradient',
     'meta_sgd',
     'mse_loss',
     'protonets',
+    'replicate',
     'reptile',
+    'shard_tasks',
     'task_loss_from_adapt',
+    'task_mesh',
 )

@@ -101,9 +101,12 @@ class ConvBlock(nn.Module):
                         (3, 3, x.shape[-1], self.features))
     x = conv3x3(x, kernel, 2 if self.pooling == 'stride' else 1, self.conv)
     if self.batch_norm == 'batch':
+      # Statistics in float32 whatever the compute dtype (jaxmaml.mixed_precision),
+      # as mixed-precision practice keeps normalisation.
+      dtype, x = x.dtype, x.astype(jnp.promote_types(x.dtype, jnp.float32))
       mean = jnp.mean(x, axis=(0, 1, 2))
       var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
-      x = (x - mean) * jax.lax.rsqrt(var + 1e-5)
+      x = ((x - mean) * jax.lax.rsqrt(var + 1e-5)).astype(dtype)
       if self.bn_scale:
         x = x * self.param('scale', nn.initializers.ones, (self.features,))
     x = x + self.param('bias', nn.initializers.zeros, (self.features,))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxmaml import base
+from jaxmaml import sharding as sharding_lib
 from jaxmaml import tasks as tasks_lib
 
 
@@ -42,6 +43,7 @@ def meta_gradient(
     task_map: str = 'vmap',
     batch_size: int | None = None,
     iteration: jax.Array | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[base.Params, base.Metrics]:
   """Mean outer gradient over a meta-batch, and per-task metrics.
 
@@ -52,18 +54,41 @@ def meta_gradient(
     task_map, batch_size: how tasks are mapped, see ``jaxmaml.map_tasks``.
     iteration: the meta-iteration, passed to ``learner.task_grad`` (MAML++
       anneals with it); None means after annealing.
+    mesh: split the tasks over this mesh's ``'tasks'`` axis (see
+      ``jaxmaml.task_mesh``): each device maps its share of the tasks as
+      ``task_map`` says and the per-device mean gradients are averaged with
+      ``lax.pmean``. ``num_tasks`` must be divisible by the number of devices.
 
   Returns:
-    ``(grads, metrics)``: ``grads`` has the structure of ``params``; every
-    metric has a leading ``[num_tasks]`` axis.
+    ``(grads, metrics)``: ``grads`` has the structure of ``params`` (replicated
+    over ``mesh``); every metric has a leading ``[num_tasks]`` axis (split
+    over ``mesh``).
   """
-  grads, metrics = tasks_lib.map_tasks(
-      lambda task: learner.task_grad(params, task, iteration),
-      tasks,
-      task_map=task_map,
-      batch_size=batch_size,
-  )
-  return jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads), metrics
+
+  def mean_grad(params, tasks, iteration):
+    grads, metrics = tasks_lib.map_tasks(
+        lambda task: learner.task_grad(params, task, iteration),
+        tasks,
+        task_map=task_map,
+        batch_size=batch_size,
+    )
+    return jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads), metrics
+
+  if mesh is None:
+    return mean_grad(params, tasks, iteration)
+  sharding_lib.check_divisible(tasks_lib.check_tasks(tasks), mesh, 'num_tasks')
+
+  def per_device(params, tasks, iteration):
+    grads, metrics = mean_grad(params, tasks, iteration)
+    return jax.lax.pmean(grads, sharding_lib.TASK_AXIS), metrics
+
+  split, whole = jax.sharding.PartitionSpec(sharding_lib.TASK_AXIS), jax.sharding.PartitionSpec()
+  # check_vma=False: with it, a gradient with respect to the replicated params
+  # would already be summed over devices inside task_grad.
+  return jax.shard_map(
+      per_device, mesh=mesh, in_specs=(whole, split, whole), out_specs=(whole, split),
+      check_vma=False,
+  )(params, tasks, iteration)
 
 
 def make_meta_step(
@@ -75,6 +100,7 @@ def make_meta_step(
     jit: bool = True,
     donate: bool = False,
     sampler: Callable[..., base.Task] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> MetaStepFn:
   """Builds ``meta_step(state, tasks) -> (state, metrics)``.
 
@@ -97,6 +123,14 @@ def make_meta_step(
       step, with no host round-trip. Pass the dataset as ``data`` (an array
       on the device) rather than closing over it, so that it is an argument
       of the compiled program and not a constant baked into it.
+    mesh: data parallelism over tasks (``jaxmaml.task_mesh``): each device
+      computes the outer gradients of its share of the meta-batch, the mean
+      is reduced across devices, and every device applies the same update to
+      its replica of the state. Place the state (and a sampler's data) with
+      ``jaxmaml.replicate(..., mesh)`` once, so that no step copies them.
+      Sampled tasks are one meta-batch split over the devices: the same tasks
+      as on one device. The meta-batch size must be divisible by the number of
+      devices (a ValueError before any compute otherwise).
 
   Returns:
     ``meta_step(state, tasks)``; ``metrics`` are per task (leading
@@ -122,7 +156,7 @@ def make_meta_step(
   def update(state: MetaTrainState, tasks: base.Task):
     grads, metrics = meta_gradient(
         learner, state.params, tasks, task_map=task_map, batch_size=batch_size,
-        iteration=state.step)
+        iteration=state.step, mesh=mesh)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return MetaTrainState(params, opt_state, state.step + 1), metrics
@@ -132,7 +166,11 @@ def make_meta_step(
   else:
     def step(state: MetaTrainState, key: jax.Array, *data):
       tasks = sampler(key, *data)
-      tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.
+      num_tasks = tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.
+      if mesh is not None:
+        sharding_lib.check_divisible(num_tasks, mesh, 'the sampled meta-batch')
+        # Each device draws only its own share of the tasks.
+        tasks = jax.lax.with_sharding_constraint(tasks, sharding_lib.task_sharding(mesh))
       return update(state, tasks)
 
   if jit:
@@ -142,7 +180,9 @@ def make_meta_step(
     return step
 
   def meta_step(state: MetaTrainState, tasks: base.Task):
-    tasks_lib.check_tasks(tasks)
+    num_tasks = tasks_lib.check_tasks(tasks)
+    if mesh is not None:
+      sharding_lib.check_divisible(num_tasks, mesh, 'num_tasks')
     return step(state, tasks)
 
   return meta_step

@@ -69,3 +69,23 @@ def test_family_meta_step_measurement(name):
   assert (row['variant'], row['inner_steps']) == (name, steps)
   for key in POSITIVE:
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+
+
+def test_precision_meta_step_measurement():
+  row = harness.measure_meta_step('sinusoid', 'second_order', 1, repeats=2, min_block_s=0.01,
+                                  precision='bfloat16')
+  assert (row['precision'], row['num_devices']) == ('bfloat16', 1)
+  for key in POSITIVE:
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+  assert 'second_order bfloat16' in harness._step_table([row], 1e9)[-1]
+
+
+@pytest.mark.slow
+def test_devices_row_on_two_simulated_devices():
+  """A devices row: a fresh process with two simulated CPU devices."""
+  row = harness.run_worker('meta_step', name='omniglot_5way1shot', variant='first_order',
+                           inner_steps=1, repeats=1, min_block_s=0.01, task_map=None,
+                           num_devices=2)
+  assert row['num_devices'] == 2 and 'error' not in row, row
+  for key in POSITIVE:
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)

@@ -27,3 +27,13 @@ def test_readme_family_example_runs():
                                    'imaml'}
   for metrics in scope['metrics'].values():
     assert metrics['loss'].shape == (25,) and np.all(np.isfinite(metrics['loss']))
+
+
+def test_readme_scaling_example_runs():
+  text = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  scope = {}
+  exec(compile(re.findall(r'```python\n(.*?)```', text, flags=re.S)[2], 'README.md', 'exec'),
+       scope)
+  loss = scope['metrics']['loss']
+  assert loss.shape == (24,) and np.all(np.isfinite(loss))
+  assert len(loss.addressable_shards) == len(scope['mesh'].devices.flat)

@@ -1,6 +1,7 @@
 """The sinusoid experiment end to end on a tiny configuration."""
 
 import json
+import math
 import os
 
 import pytest
@@ -77,3 +78,11 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
                                     checkpoint_every=100))
   with pytest.raises(FloatingPointError, match='meta-training diverged'):
     train.train_and_evaluate(config, str(tmp_path), plots=False)
+
+
+def test_bfloat16_short_run_stays_finite_and_learns(tmp_path):
+  config = config_lib.Config(**dict(TINY, num_iterations=500, precision='bfloat16'))
+  report = train.train_and_evaluate(config, str(tmp_path), plots=False)
+  maml = report['results']['K=10']['maml']
+  assert all(map(math.isfinite, maml['mse_mean'])) and maml['num_diverged'] == [0] * 4
+  assert maml['mse_mean'][1] < 0.8 * maml['mse_mean'][0]  # Adapting helps.

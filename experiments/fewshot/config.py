@@ -42,6 +42,12 @@ class Config:
     imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
     outer_schedule: the outer learning rate over ``num_iterations``:
       'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
+    precision: the model's compute dtype, 'float32' or 'bfloat16' (float32
+      parameters, meta-gradients and optimizer state either way).
+    num_devices: split each meta-batch over this many devices (the first
+      ones of ``jax.devices()``); None means all of them, on every host after
+      ``jax.distributed.initialize()`` (``--distributed``).
+      ``meta_batch_size`` must be divisible by it.
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
@@ -76,6 +82,8 @@ class Config:
   imaml_reg: float = 2.0
   cg_steps: int = 5
   outer_schedule: str = 'constant'
+  precision: str = 'float32'
+  num_devices: int | None = None
   rotate: bool = True
   conv: str = 'matmul'
   bn_scale: bool = False
@@ -96,6 +104,8 @@ class Config:
         'num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps', 'meta_batch_size',
         'num_iterations', 'image_size', 'num_val_tasks', 'num_test_tasks', 'eval_batch_size',
         'eval_every', 'log_every', 'checkpoint_every'))
+    if self.num_devices is not None:
+      cli.check_positive_ints(self, ('num_devices',))
     if self.num_queries is not None and self.num_queries < 1:
       raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
     if self.dataset not in DATASETS:

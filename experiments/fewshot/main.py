@@ -31,6 +31,7 @@ def parse_args(argv: list[str]):
                       help='preprocessed-array cache (default $JAXMAML_CACHE or ~/.cache/jaxmaml)')
   parser.add_argument('--test_only', action='store_true',
                       help='train nothing: test the best checkpoint in --workdir as it is')
+  cli.add_runtime_flags(parser, distributed=True)
   known, _ = parser.parse_known_args(argv)
   cli.add_config_flags(parser, config_lib.Config, config_lib.CONFIGS[known.config])
   args = parser.parse_args(argv)
@@ -42,6 +43,7 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
+  cli.apply_runtime_flags(args)
   print(f'{args.config}: {config}\nwriting to {args.workdir}')
   report = train.train_and_evaluate(config, args.workdir, args.data_dir, args.cache_dir,
                                     test_only=args.test_only)

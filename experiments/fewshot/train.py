@@ -36,10 +36,11 @@ from experiments.fewshot.config import Config
 TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
                    'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
                    'image_size', 'seed', 'split_seed', 'algorithm', 'msl_iterations',
-                   'imaml_reg', 'cg_steps', 'outer_schedule')
+                   'imaml_reg', 'cg_steps', 'outer_schedule', 'precision')
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
-ADDED_FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule')
+ADDED_FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule',
+                'precision')
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
@@ -62,16 +63,33 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
 
 
 def make_learners(config: Config):
-  """(model, training learner, evaluation learner); ProtoNets' model has no head."""
+  """(model, training learner, evaluation learner); ProtoNets' model has no head.
+
+  The training learner computes in ``config.precision``; evaluation is float32.
+  """
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
   protonets = config.algorithm == 'protonets'
   model = make(None if protonets else config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
-  apply = jaxmaml.apply_fn(model)
-  learner, eval_learner = algorithms.make_learners(
-      config, jaxmaml.cross_entropy_loss(apply), has_aux=True,
-      per_step_bn=jaxmaml.batch_norm_params, embed_fn=apply if protonets else None,
-      num_ways=config.num_ways)
+
+  def build(apply):
+    return algorithms.make_learners(
+        config, jaxmaml.cross_entropy_loss(apply), has_aux=True,
+        per_step_bn=jaxmaml.batch_norm_params, embed_fn=apply if protonets else None,
+        num_ways=config.num_ways)
+
+  learner, _ = build(jaxmaml.mixed_precision(jaxmaml.apply_fn(model), config.precision))
+  _, eval_learner = build(jaxmaml.apply_fn(model))
   return model, learner, eval_learner
+
+
+def make_mesh(config: Config) -> jax.sharding.Mesh | None:
+  """The devices the meta-batch is split over; None for one device."""
+  num_devices = config.num_devices or jax.device_count()
+  if num_devices == 1:
+    return None
+  mesh = jaxmaml.task_mesh(num_devices)
+  jaxmaml.sharding.check_divisible(config.meta_batch_size, mesh)
+  return mesh
 
 
 def _task_mapping(config: Config) -> dict:
@@ -121,6 +139,8 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   run in progress).
   """
   os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh(config)
+  primary = jax.process_index() == 0  # The one process that writes files.
   splits = load_splits(config, data_dir, cache_dir)
   model, learner, eval_learner = make_learners(config)
   keys = dict(zip(('init', 'train', 'val', 'test'), jax.random.split(jax.random.key(config.seed), 4)))
@@ -149,20 +169,31 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       progress.update(best_val=best['accuracy'], best_step=best['step'])
 
   meta_step = jaxmaml.make_meta_step(
-      learner, optimizer, **_task_mapping(config),
+      learner, optimizer, **_task_mapping(config), mesh=mesh,
       sampler=functools.partial(
           episodes.sample_episodes, num_tasks=config.meta_batch_size,
           num_ways=config.num_ways, num_shots=config.num_shots,
           num_queries=config.queries, rotate=config.rotate))
   train_images = jnp.asarray(splits['train'])
   val_images = jnp.asarray(splits['val'])
-  log = open(os.path.join(workdir, 'log.jsonl'), 'a')
+  if mesh is not None:  # Once, so that no step copies them.
+    state, train_images = jaxmaml.replicate((state, train_images), mesh)
+  compile_time = 0.0
+  if not test_only:
+    compile_start = time.perf_counter()
+    meta_step = meta_step.lower(state, keys['train'], train_images).compile()
+    compile_time = time.perf_counter() - compile_start
+    if primary:
+      print(f'compiled the meta-step in {compile_time:.1f} s '
+            f"({1 if mesh is None else mesh.size} device(s), {config.precision})")
+  log = open(os.path.join(workdir, 'log.jsonl') if primary else os.devnull, 'a')
   start, running = int(state.step), None
   begin = time.perf_counter()
   elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
   train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
   bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
-                  desc=f'{config.algorithm} {config.num_ways}-way {config.num_shots}-shot')
+                  desc=f'{config.algorithm} {config.num_ways}-way {config.num_shots}-shot',
+                  disable=not primary)
   for it in range(start, start if test_only else config.num_iterations):
     state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
     done = it + 1
@@ -170,6 +201,7 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
         config.time_budget_s is not None and train_time() >= config.time_budget_s)
     if done % config.log_every == 0 or last:
       acc, loss = float(jnp.mean(metrics['accuracy'])), float(jnp.mean(metrics['loss']))
+      cli.check_finite_updates(state.opt_state, done)
       cli.check_finite_loss(loss, done)
       running = acc if running is None else 0.9 * running + 0.1 * acc
       log.write(json.dumps({'step': done, 'train_accuracy': acc, 'train_loss': loss,
@@ -188,10 +220,13 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       if summary['accuracy'] > progress['best_val']:
         progress.update(best_val=summary['accuracy'], best_step=done)
         best_params = state.params
-        save_checkpoint(best_path, best_params, {'step': done, **summary})
+        if primary:
+          save_checkpoint(best_path, best_params, {'step': done, **summary})
     if done % config.checkpoint_every == 0 or last:
       jax.block_until_ready(state)
-      save_checkpoint(state_path, state, {**meta, 'progress': {**progress, 'wall_time_s': elapsed()}})
+      if primary:
+        save_checkpoint(state_path, state,
+                        {**meta, 'progress': {**progress, 'wall_time_s': elapsed()}})
       log.flush()
     bar.update(1)
     if last:
@@ -206,7 +241,8 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   results = {'test': _summary(test), 'best_val_accuracy': progress['best_val'],
              'best_step': progress['best_step'], 'iterations': int(state.step),
              'train_time_s': progress['wall_time_s'],
-             'meta_train_time_s': progress['wall_time_s'] - progress['eval_time_s']}
+             'meta_train_time_s': progress['wall_time_s'] - progress['eval_time_s'],
+             'compile_time_s': compile_time, 'num_devices': 1 if mesh is None else mesh.size}
   lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
   if config.dataset == 'omniglot' and config.num_ways == 20 and os.path.exists(lake_path):
     results['lake_runs'] = _summary(evaluate_lake_runs(eval_learner, best_params, lake_path,
@@ -215,6 +251,8 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       'experiment': 'fewshot', 'config': dataclasses.asdict(config), 'results': results,
       'environment': cli.environment(),
   }
+  if not primary:
+    return report
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(report, f, indent=2)
   if plots:

@@ -31,6 +31,7 @@ class Config:
     imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
     outer_schedule: the outer learning rate over ``num_iterations``:
       'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
+    precision: the MLP's compute dtype, 'float32' or 'bfloat16'.
     pretrained_lr_grid: the baseline's fine-tuning step sizes; the best one on
       validation tasks is used (the paper "automatically tuned" it).
     num_val_tasks: validation tasks for tuning the baseline's step size.
@@ -58,6 +59,7 @@ class Config:
   imaml_reg: float = 2.0
   cg_steps: int = 5
   outer_schedule: str = 'constant'
+  precision: str = 'float32'
   pretrained_lr_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
   num_val_tasks: int = 200
   num_test_tasks: int = 600

@@ -22,6 +22,7 @@ def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
                       help='where results, plots and checkpoints go')
   parser.add_argument('--full', action='store_true',
                       help=f'the paper protocol: {config_lib.PAPER_ITERATIONS} iterations')
+  cli.add_runtime_flags(parser)
   cli.add_config_flags(parser, config_lib.Config)
   args = parser.parse_args(argv)
   overrides = {'num_iterations': config_lib.PAPER_ITERATIONS} if args.full else {}
@@ -30,6 +31,7 @@ def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
 
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
+  cli.apply_runtime_flags(args)
   print(f'sinusoid experiment, {config.num_iterations} iterations per model, '
         f'K in {config.shots}; writing to {args.workdir}')
   start = time.perf_counter()

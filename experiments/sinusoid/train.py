@@ -38,7 +38,7 @@ from experiments.sinusoid.config import Config
 # iteration, so 10k + 60k resumed equals 70k in one go).
 TRAINING_FIELDS = ('meta_batch_size', 'num_query', 'hidden', 'inner_lr',
                    'train_inner_steps', 'outer_lr', 'first_order', 'seed', 'algorithm',
-                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule')
+                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule', 'precision')
 # Algorithms whose adaptation is plain gradient descent at inner_lr on every
 # parameter: their whole MSE-vs-steps curve is computed in one pass.
 CURVE_ALGORITHMS = ('maml', 'reptile')
@@ -91,7 +91,8 @@ def train(
   restored = restore_checkpoint(checkpoint_path, state)
   if restored is not None:
     state, saved = restored
-    if saved.get('config') != json.loads(json.dumps(meta['config'])):
+    saved['config'] = {'precision': 'float32', **saved.get('config', {})}  # Added later.
+    if saved['config'] != json.loads(json.dumps(meta['config'])):
       raise ValueError(
           f'{checkpoint_path} was written with a different training config '
           f"({saved.get('config')}); use another --workdir or delete it.")
@@ -118,6 +119,7 @@ def train(
       done = it + 1
       if done % config.log_every == 0 or done == config.num_iterations:
         loss = float(jnp.mean(metrics['loss']))
+        cli.check_finite_updates(state.opt_state, done)
         cli.check_finite_loss(loss, done)
         running = loss if running is None else 0.9 * running + 0.1 * loss
         bar.set_postfix(query_mse=f'{running:.3f}')
@@ -166,10 +168,13 @@ def run_shots(config: Config, shots: int, workdir: str) -> tuple[dict, dict]:
   """Trains and evaluates the algorithm and the baseline for one K."""
   model = make_model(config)
   loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
+  train_loss_fn = jaxmaml.mse_loss(
+      jaxmaml.mixed_precision(jaxmaml.apply_fn(model), config.precision))
   keys = _keys(config, shots)
   init_params = model.init(keys['init'], jnp.zeros([1, 1]))['params']
   name = config.algorithm
-  learner, eval_learner = algorithms.make_learners(config, loss_fn, has_aux=False)
+  learner, _ = algorithms.make_learners(config, train_loss_fn, has_aux=False)
+  _, eval_learner = algorithms.make_learners(config, loss_fn, has_aux=False)
   meta_params, meta_info = train(
       learner, algorithms.make_optimizer(config), init_params, config, shots, keys['train'],
       os.path.join(workdir, f'{name}_k{shots}.ckpt'), f'{name} K={shots}')
