@@ -58,15 +58,15 @@ def test_bfloat16_short_run_stays_finite(tmp_path, cache_dir):
   """The Omniglot 5-way 1-shot config, second order, in bfloat16: every logged
   loss is finite and the model learns (measured at 300 iterations, meta-batch
   16: 78.3 % in bfloat16, 78.7 % in float32)."""
-  config = config_lib.Config(**dict(SHORT, num_iterations=100, meta_batch_size=8, log_every=10,
-                                    eval_every=100, num_val_tasks=8, num_test_tasks=100,
+  config = config_lib.Config(**dict(SHORT, num_iterations=60, meta_batch_size=8, log_every=10,
+                                    eval_every=60, num_val_tasks=8, num_test_tasks=100,
                                     precision='bfloat16'))
   results = train.train_and_evaluate(config, str(tmp_path), DATA_DIR, cache_dir,
                                      plots=False)['results']
   with open(tmp_path / 'log.jsonl') as f:
     losses = [json.loads(line)['train_loss'] for line in f if 'train_loss' in line]
-  assert len(losses) == 10 and np.all(np.isfinite(losses))
-  assert results['test']['accuracy'] > 35.0, results  # Chance: 20 %.
+  assert len(losses) == 6 and np.all(np.isfinite(losses))
+  assert results['test']['accuracy'] > 30.0, results  # Chance: 20 %.
 
 
 def test_compilation_cache_serves_a_rerun(tmp_path):

@@ -9,7 +9,9 @@ device); on a machine with 8 devices the tests run directly.
 
 import functools
 import json
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,7 +137,7 @@ def test_omniglot_conv_net_on_eight_devices():
                          num_steps=1, has_aux=True)
   images = jax.random.randint(jax.random.key(1), (30, 20, 28, 28), 0, 256).astype(jnp.uint8)
   sample = functools.partial(episodes.sample_episodes, num_tasks=8, num_ways=5, num_shots=1,
-                             num_queries=1)
+                             num_queries=1, rotate=False)
   optimizer = optax.sgd(0.1)
   reference, _ = _train(jaxmaml.make_meta_step(learner, optimizer, sampler=sample,
                                                task_map='map', batch_size=2),
@@ -143,8 +145,16 @@ def test_omniglot_conv_net_on_eight_devices():
   mesh = jaxmaml.task_mesh(8)
   step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample, task_map='map',
                                 batch_size=2, mesh=mesh)
-  state, _ = _train(step, jaxmaml.replicate(jaxmaml.init_train_state(params, optimizer), mesh),
-                    sample, 1, jaxmaml.replicate(images, mesh))
+  state = jaxmaml.replicate(jaxmaml.init_train_state(params, optimizer), mesh)
+  images = jaxmaml.replicate(images, mesh)
+  key = jax.random.fold_in(jax.random.key(7), 0)
+  compiled = step.lower(state, key, images).compile()
+  # Each device gathers the images of its own task only (5 ways x (1 shot +
+  # 1 query) = 10 images), never the whole meta-batch's 80.
+  shapes = re.findall(r'u8\[([\d,]+),28,28\]', compiled.as_text())
+  gathered = {math.prod(map(int, s.split(','))) for s in shapes if s != '30,20'}
+  assert gathered == {10}, shapes
+  state, _ = compiled(state, key, images)
   # BatchNorm on 5-image batches amplifies reassociation (see README).
   assert rel_l2(jax.tree_util.tree_map(lambda a, b: a - b, state.params, params),
                 jax.tree_util.tree_map(lambda a, b: a - b, reference.params, params)) < 1e-3
@@ -232,3 +242,24 @@ def test_two_hosts_split_the_meta_batch():
     shards += map(tuple, local)
     assert np.linalg.norm(np.asarray(got) - expected) < RTOL * np.linalg.norm(expected)
   assert sorted(shards) == [(0, 2), (2, 2), (4, 2), (6, 2)]  # Every task once.
+
+
+@needs_devices
+def test_fewshot_experiment_indivisible_meta_batch_is_an_error_before_loading(tmp_path):
+  from experiments.fewshot import config as config_lib, train
+  config = config_lib.Config(meta_batch_size=12, num_devices=8)
+  with pytest.raises(ValueError, match=r'meta_batch_size \(12 tasks\) must be divisible by '
+                     r'the number of devices \(8\)'):
+    train.train_and_evaluate(config, str(tmp_path), str(tmp_path / 'no_data_here'))
+
+
+@pytest.mark.slow
+@needs_devices
+def test_fewshot_experiment_on_four_devices(tmp_path):
+  """The same training command on 4 devices: trains, validates, checkpoints,
+  resumes and tests with the meta-batch split."""
+  from tests.test_fewshot_experiment import _synthetic_miniimagenet
+  report = _synthetic_miniimagenet(tmp_path, num_devices=4)  # Meta-batch 4.
+  assert report['results']['num_devices'] == 4 and report['results']['iterations'] == 4
+  again = _synthetic_miniimagenet(tmp_path, num_devices=4)
+  assert again['results']['test'] == pytest.approx(report['results']['test'])
