@@ -57,7 +57,7 @@ def test_slow_on_simulated_devices():
   _run_simulated('slow')
 
 
-def _train(step, state, sample, num_steps, *data):
+def _train(step, state, num_steps, *data):
   metrics = []
   for i in range(num_steps):
     state, m = step(state, jax.random.fold_in(jax.random.key(7), i), *data)
@@ -78,7 +78,7 @@ def _sampled_problem():
 def _one_device_reference():
   learner, optimizer, params, sample, _ = _sampled_problem()
   return _train(jaxmaml.make_meta_step(learner, optimizer, sampler=sample),
-                jaxmaml.init_train_state(params, optimizer), sample, 3)
+                jaxmaml.init_train_state(params, optimizer), 3)
 
 
 @needs_devices
@@ -92,7 +92,7 @@ def test_sampled_meta_steps_match_one_device(num_devices):
   step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample, mesh=mesh)
   state = jaxmaml.replicate(jaxmaml.init_train_state(params, optimizer), mesh)
   del traces[:]
-  state, metrics = _train(step, state, sample, 3)
+  state, metrics = _train(step, state, 3)
   assert len(traces) > 0 and step._cache_size() == 1  # Compiled once for 3 steps.
   assert rel_l2(state.params, reference.params) < RTOL
   for m, ref in zip(metrics, ref_metrics):
@@ -141,7 +141,7 @@ def test_omniglot_conv_net_on_eight_devices():
   optimizer = optax.sgd(0.1)
   reference, _ = _train(jaxmaml.make_meta_step(learner, optimizer, sampler=sample,
                                                task_map='map', batch_size=2),
-                        jaxmaml.init_train_state(params, optimizer), sample, 1, images)
+                        jaxmaml.init_train_state(params, optimizer), 1, images)
   mesh = jaxmaml.task_mesh(8)
   step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample, task_map='map',
                                 batch_size=2, mesh=mesh)
