@@ -6,13 +6,22 @@ learner, and ``make_optimizer(config)`` into the outer optimizer:
 
 * ``maml`` (``first_order`` for FOMAML), ``anil`` (head: the last layer),
   ``meta_sgd`` (rates start at ``inner_lr``), ``imaml`` (``imaml_reg``,
-  ``cg_steps``): evaluated with ``eval_inner_steps`` steps;
+  ``cg_steps``, ``cg_damping``, ``reg_damping``): evaluated with
+  ``eval_inner_steps`` steps;
 * ``maml_plus_plus``: LSLR on, per-step BatchNorm on for models with
   BatchNorm, MSL for ``msl_iterations``; the same steps at test (the rates are
   per step); use ``outer_schedule='cosine'`` as the paper does;
-* ``reptile``: inner SGD at ``inner_lr``, outer plain SGD with step
-  ``outer_lr`` (the paper: 1.0 with ``outer_schedule='linear'`` to 0);
+* ``reptile``: inner SGD at ``inner_lr`` (or ``inner_optimizer='adam'``: Adam
+  with ``b1=0`` at ``inner_lr``, as the paper) on mini-batches of
+  ``inner_batch_size`` support examples (None: the whole support; evaluation
+  always uses the whole support), outer plain SGD with step ``outer_lr`` (the
+  paper: 1.0 with ``outer_schedule='linear'`` to 0);
 * ``protonets``: the model without its head as the embedding.
+
+``outer_clip_norm`` (both configs) clips the meta-gradient to that global L2
+norm before the outer optimizer (``optax.clip_by_global_norm``): a guard for
+rare meta-gradient spikes, which make MAML++ with learned rates diverge on
+sinusoid (README); None (the default, and the papers') does not clip.
 
 ``precision`` (a field of both configs) is the compute dtype of the model's
 forward and backward passes (``jaxmaml.mixed_precision``); parameters,
@@ -27,6 +36,7 @@ import jaxmaml
 
 ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 'protonets')
 OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
+INNER_OPTIMIZERS = ('sgd', 'adam')
 PRECISIONS = ('float32', 'bfloat16')
 
 
@@ -43,6 +53,26 @@ def check_fields(config) -> None:
     raise ValueError(f'imaml_reg must be positive, got {config.imaml_reg!r}.')
   if isinstance(config.cg_steps, bool) or config.cg_steps < 1:
     raise ValueError(f'cg_steps must be a positive int, got {config.cg_steps!r}.')
+  if config.inner_optimizer not in INNER_OPTIMIZERS:
+    raise ValueError(
+        f'inner_optimizer must be one of {INNER_OPTIMIZERS}, got {config.inner_optimizer!r}.')
+  if config.inner_batch_size is not None and (
+      isinstance(config.inner_batch_size, bool) or config.inner_batch_size < 1):
+    raise ValueError(
+        f'inner_batch_size must be a positive int or None, got {config.inner_batch_size!r}.')
+  if config.algorithm != 'reptile' and (
+      config.inner_optimizer != 'sgd' or config.inner_batch_size is not None):
+    raise ValueError('inner_optimizer and inner_batch_size apply to algorithm reptile only, '
+                     f'not {config.algorithm!r}.')
+  for name in ('cg_damping', 'reg_damping'):
+    if not 0 <= getattr(config, name) < float('inf'):
+      raise ValueError(f'{name} must be >= 0 and finite, got {getattr(config, name)!r}.')
+  if config.algorithm != 'imaml' and (config.cg_damping or config.reg_damping):
+    raise ValueError(
+        f'cg_damping and reg_damping apply to algorithm imaml only, not {config.algorithm!r}.')
+  if config.outer_clip_norm is not None and not 0 < config.outer_clip_norm < float('inf'):
+    raise ValueError(
+        f'outer_clip_norm must be positive and finite or None, got {config.outer_clip_norm!r}.')
   if config.precision not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got {config.precision!r}.')
 
@@ -72,7 +102,7 @@ def make_learners(config, loss_fn, *, has_aux: bool, per_step_bn=None, embed_fn=
         has_aux=has_aux)
     return learner, learner
 
-  def build(num_steps, first_order=False):
+  def build(num_steps, first_order=False, training=False):
     common = dict(num_steps=num_steps, has_aux=has_aux)
     if name == 'maml':
       return jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, first_order=first_order, **common)
@@ -82,16 +112,20 @@ def make_learners(config, loss_fn, *, has_aux: bool, per_step_bn=None, embed_fn=
       return jaxmaml.meta_sgd(loss_fn, init_lr=config.inner_lr, first_order=first_order,
                               **common)
     if name == 'reptile':
-      return jaxmaml.reptile(loss_fn, inner_lr=config.inner_lr, **common)
+      inner = ({'inner_optimizer': optax.adam(config.inner_lr, b1=0.0)}
+               if config.inner_optimizer == 'adam' else {'inner_lr': config.inner_lr})
+      return jaxmaml.reptile(loss_fn, **inner, **common,
+                             inner_batch_size=config.inner_batch_size if training else None)
     return jaxmaml.imaml(loss_fn, inner_lr=config.inner_lr, reg=config.imaml_reg,
-                         cg_steps=config.cg_steps, **common)
+                         cg_steps=config.cg_steps, cg_damping=config.cg_damping,
+                         reg_damping=config.reg_damping, **common)
 
-  return (build(config.train_inner_steps, config.first_order),
+  return (build(config.train_inner_steps, config.first_order, training=True),
           build(config.eval_inner_steps))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """The outer optimizer: Adam (plain SGD for Reptile) at ``outer_lr``, scheduled."""
+  """The outer optimizer: Adam (plain SGD for Reptile) at ``outer_lr``, scheduled, clipped."""
   lr = {
       'constant': config.outer_lr,
       # MAML++: cosine annealing to a minimum of 1e-5 (its code's min_learning_rate).
@@ -100,6 +134,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
       'linear': optax.linear_schedule(config.outer_lr, 0.0, config.num_iterations),
   }[config.outer_schedule]
   optimizer = optax.sgd(lr) if config.algorithm == 'reptile' else optax.adam(lr)
+  if config.outer_clip_norm is not None:
+    optimizer = optax.chain(optax.clip_by_global_norm(config.outer_clip_norm), optimizer)
   if config.precision == 'float32':
     return optimizer
   # Skip (and count) updates whose meta-gradient is not finite; the training

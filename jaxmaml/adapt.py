@@ -134,6 +134,7 @@ def make_adapt(
     has_aux: bool = False,
     mask: Any = None,
     inner_optimizer: optax.GradientTransformation | None = None,
+    per_step_support: bool = False,
 ) -> base.AdaptFn:
   """Builds ``adapt(params, support)``: gradient descent on one task.
 
@@ -174,11 +175,15 @@ def make_adapt(
     inner_optimizer: an Optax optimizer for the inner loop instead of plain
       gradient descent (Reptile uses Adam); its state starts fresh for every
       task. Give either this or ``inner_lr``.
+    per_step_support: if True, every leaf of ``support`` has a leading
+      ``[num_steps]`` axis and step ``i`` uses ``support[i]`` (inner
+      mini-batches, as Reptile's ``inner_batch_size``); otherwise every step
+      uses the whole ``support``.
 
   Returns:
     ``adapt(params, support) -> (adapted_params, support_losses)``, where
     ``support_losses`` has shape ``[num_steps]`` and holds the support loss
-    *before* each step.
+    (of that step's batch) *before* each step.
 
   Raises:
     TypeError, ValueError: for a non-positive ``num_steps``, a non-finite or
@@ -234,13 +239,14 @@ def make_adapt(
       adapted = iter(adapted)
       return treedef.unflatten([next(adapted) if m else p for p, m in zip(leaves, flags)])
 
-    def inner_loss(adapted):
-      out = loss_fn(full(adapted), support)
+    def inner_loss(adapted, batch):
+      out = loss_fn(full(adapted), batch)
       return out[0] if has_aux else out
 
-    def step(carry, step_lr):
-      adapted, opt_state = carry
-      loss, grads = jax.value_and_grad(inner_loss)(adapted)
+    def step(carry, x):
+      (adapted, opt_state), (step_lr, batch) = carry, x
+      loss, grads = jax.value_and_grad(inner_loss)(
+          adapted, batch if per_step_support else support)
       if first_order:
         grads = jax.lax.stop_gradient(grads)
       if lr_kind == 'optimizer':
@@ -257,7 +263,14 @@ def make_adapt(
       step = jax.checkpoint(step)
     scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length,
                                                   unroll=unroll)
-    xs = inner_lr if lr_kind == 'schedule' else None
+    xs = (inner_lr if lr_kind == 'schedule' else None,
+          support if per_step_support else None)
+    if per_step_support:
+      for leaf in jax.tree_util.tree_leaves(support):
+        if np.shape(leaf)[:1] != (num_steps,):
+          raise ValueError(
+              'with per_step_support=True every support leaf needs a leading '
+              f'[num_steps] = [{num_steps}] axis, got shape {np.shape(leaf)}.')
     adapted = [p for p, m in zip(leaves, flags) if m]
     carry = (adapted, None if inner_optimizer is None else inner_optimizer.init(adapted))
     if segment <= 1 or segment >= num_steps:
@@ -267,12 +280,14 @@ def make_adapt(
     # the remaining steps.
     num_segments = num_steps // segment
     split = num_segments * segment
-    segment_xs = None if xs is None else xs[:split].reshape(num_segments, segment)
+    segment_xs = jax.tree_util.tree_map(
+        lambda x: x[:split].reshape(num_segments, segment, *x.shape[1:]), xs)
     run_segment = jax.checkpoint(lambda carry, xs: scan(carry, xs, segment))
     carry, losses = jax.lax.scan(run_segment, carry, segment_xs, length=num_segments)
     losses = losses.reshape(split)
     if split < num_steps:
-      carry, rest = scan(carry, None if xs is None else xs[split:], num_steps - split)
+      carry, rest = scan(carry, jax.tree_util.tree_map(lambda x: x[split:], xs),
+                         num_steps - split)
       losses = jnp.concatenate([losses, rest])
     return full(carry[0]), losses
 

@@ -79,6 +79,11 @@ def maml_plus_plus(
       for the first ``msl_iterations`` meta-iterations (the paper: 10 epochs
       of 500); 0 turns MSL off.
     learn_inner_lr: LSLR: meta-learn a rate per parameter array and step.
+      The rates are unconstrained, as in the paper: they can grow, or turn
+      negative. On sinusoid regression a rare meta-gradient spike let them
+      make an inner step diverge; clipping the meta-gradient
+      (``optax.chain(optax.clip_by_global_norm(1.0), optimizer)``) prevented
+      it in our runs (README).
     per_step_bn: which parameters are the per-step BatchNorm parameters: a
       pytree of Python bools with the structure of ``model_params``, or
       ``params -> mask`` (e.g. ``jaxmaml.models.batch_norm_params``). They

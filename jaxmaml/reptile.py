@@ -1,6 +1,9 @@
 """Reptile (Nichol et al., 2018): move the initialisation towards adapted parameters."""
 
+import numbers
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxmaml import adapt as adapt_lib
@@ -15,6 +18,7 @@ def reptile(
     num_steps: int,
     inner_lr: adapt_lib.InnerLR | None = None,
     inner_optimizer: optax.GradientTransformation | None = None,
+    inner_batch_size: int | None = None,
     unroll: int | bool | None = None,
     has_aux: bool = False,
 ) -> base.MetaLearner:
@@ -28,12 +32,22 @@ def reptile(
   ``task.query`` is only scored, for the metrics and for evaluation (put all
   of a task's training examples in the support, as the paper does).
 
+  With ``inner_batch_size``, step ``i`` takes the next ``inner_batch_size``
+  support examples in order, cycling through the support: with the paper's
+  Omniglot settings (50 examples, batches of 10, 5 steps) one pass over a
+  task. The support must be in random order for the batches to be random
+  (``jaxmaml.data.episodes.sample_episodes(..., shuffle_support=True)``); the
+  paper's code also reshuffles at each new pass, this does not.
+
   Args:
     loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, metrics)``).
     num_steps: inner steps per task (the paper: 5 for Omniglot training, 50
       at test; build a second learner for evaluation).
     inner_lr: inner SGD learning rate; or give ``inner_optimizer``.
-    inner_optimizer: an Optax optimizer for the inner loop, fresh per task.
+    inner_optimizer: an Optax optimizer for the inner loop, fresh per task
+      (the paper's code keeps Adam's state from task to task).
+    inner_batch_size: examples per inner step; None uses the whole support
+      at every step.
     unroll: ``lax.scan`` unroll of the inner loop (see ``make_adapt``).
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
 
@@ -52,9 +66,21 @@ def reptile(
     >>> float(direction)
     -0.5
   """
-  adapt = adapt_lib.make_adapt(loss_fn, inner_lr=inner_lr, num_steps=num_steps,
-                               first_order=True, unroll=unroll, has_aux=has_aux,
-                               inner_optimizer=inner_optimizer)
+  if inner_batch_size is not None and (
+      isinstance(inner_batch_size, bool)
+      or not isinstance(inner_batch_size, numbers.Integral) or inner_batch_size < 1):
+    raise ValueError(f'inner_batch_size must be a positive int or None, got {inner_batch_size!r}.')
+  adapt_batches = adapt_lib.make_adapt(
+      loss_fn, inner_lr=inner_lr, num_steps=num_steps, first_order=True, unroll=unroll,
+      has_aux=has_aux, inner_optimizer=inner_optimizer,
+      per_step_support=inner_batch_size is not None)
+
+  def adapt(params: base.Params, support: base.Batch):
+    if inner_batch_size is None:
+      return adapt_batches(params, support)
+    size = jax.tree_util.tree_leaves(support)[0].shape[0]
+    index = jnp.arange(num_steps * inner_batch_size).reshape(num_steps, -1) % size
+    return adapt_batches(params, jax.tree_util.tree_map(lambda x: x[index], support))
   task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
 
   def task_grad(params: base.Params, task: base.Task, iteration=None):

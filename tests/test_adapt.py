@@ -61,6 +61,35 @@ def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unrol
   assert rel_l2(meta_grad, ref_grad) < TOL
 
 
+@pytest.mark.parametrize('use_jit, remat', [(False, False), (True, False), (True, 2)])
+def test_per_step_support_matches_python_loop(problem, use_jit, remat):
+  """per_step_support: step i uses support[i]; second-order gradient included."""
+  loss_fn, params, t = problem
+  num_steps = 5
+  batches = jax.tree_util.tree_map(
+      lambda x: jnp.stack([jnp.roll(x, i, axis=0)[:3] for i in range(num_steps)]), t.support)
+  adapt = jaxmaml.make_adapt(loss_fn, inner_lr=0.05, num_steps=num_steps, remat=remat,
+                             per_step_support=True)
+
+  def ref(p, batches):
+    losses = []
+    for i in range(num_steps):
+      batch = jax.tree_util.tree_map(lambda x: x[i], batches)
+      p, loss = reference_adapt(loss_fn, p, batch, [0.05])
+      losses.append(loss[0])
+    return p, jnp.stack(losses)
+
+  maybe_jit = jax.jit if use_jit else (lambda f: f)
+  adapted, losses = maybe_jit(adapt)(params, batches)
+  ref_adapted, ref_losses = jax.jit(ref)(params, batches)
+  assert rel_l2(adapted, ref_adapted) < TOL
+  np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
+  meta = lambda a: jax.grad(lambda p: loss_fn(a(p, batches)[0], t.query))(params)
+  assert rel_l2(maybe_jit(lambda: meta(adapt))(), jax.jit(lambda: meta(ref))()) < TOL
+  with pytest.raises(ValueError, match=r'leading \[num_steps\] = \[5\] axis'):
+    adapt(params, jax.tree_util.tree_map(lambda x: x[:2], t.support))
+
+
 def test_first_order_differs_from_second_order(problem):
   loss_fn, params, t = problem
   grads = {}

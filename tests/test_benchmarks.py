@@ -14,6 +14,7 @@ POSITIVE = ('lower_s', 'compile_s', 'step_s_median', 'tasks_per_s', 'model_flops
             'achieved_flop_per_s', 'xla_temp_bytes', 'xla_peak_bytes', 'peak_rss_bytes')
 
 
+@pytest.mark.slow  # ~40 s; the family rows test the same measurement in the default suite.
 def test_sweep_schema_and_memory(tmp_path):
   harness.main(['--sections', 'sweep', '--sweep_shapes', 'sinusoid', '--sweep_steps', '4',
                 '--repeats', '2', '--min_block_s', '0.01', '--matmul_size', '128',

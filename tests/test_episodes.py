@@ -71,6 +71,30 @@ def test_host_sampler_semantics(rotate):
   np.testing.assert_array_equal(next(replay).query[0], first.query[0])
 
 
+@pytest.mark.parametrize('host', [False, True])
+def test_shuffle_support(host):
+  """shuffle_support reorders each task's support set, pairs kept; the query
+  and (on the device, for the same key) the drawn tasks are unchanged."""
+  args = dict(num_ways=5, num_shots=2, num_queries=1, rotate=True)
+  if host:
+    plain = next(episodes.host_episodes(0, IMAGES, 16, **args))
+    shuffled = next(episodes.host_episodes(0, IMAGES, 16, shuffle_support=True, **args))
+  else:
+    sample = jax.jit(episodes.sample_episodes, static_argnums=2, static_argnames=(
+        'num_ways', 'num_shots', 'num_queries', 'rotate', 'shuffle_support'))
+    plain = sample(jax.random.key(0), jax.numpy.asarray(IMAGES), 16, **args)
+    shuffled = sample(jax.random.key(0), jax.numpy.asarray(IMAGES), 16, shuffle_support=True,
+                      **args)
+    np.testing.assert_array_equal(shuffled.query[0], plain.query[0])
+  moved = 0
+  for t in range(16):
+    before = sorted(zip(_identify(plain.support[0][t]), np.asarray(plain.support[1][t])))
+    after = list(zip(_identify(shuffled.support[0][t]), np.asarray(shuffled.support[1][t])))
+    assert sorted(after) == before  # The same (image, label) pairs, reordered.
+    moved += not np.array_equal(shuffled.support[1][t], plain.support[1][t])
+  assert moved >= 12  # A random order of 10 labels rarely keeps them sorted.
+
+
 @pytest.mark.parametrize('kwargs, match', [
     ({'num_ways': 13}, 'only 12'),
     ({'num_shots': 4, 'num_queries': 3}, 'only 6 per class'),

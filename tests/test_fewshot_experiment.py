@@ -13,14 +13,16 @@ import pytest
 from experiments.fewshot import config as config_lib
 from experiments.fewshot import main, train
 from tests.test_miniimagenet_data import _make_dataset
+from tests.utils import rel_l2
 
 DATA_DIR = config_lib.DEFAULT_DATA_DIRS['omniglot']
 needs_omniglot = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason='no Omniglot data')
 
-# 5-way 1-shot, second order, meta-batch 16 instead of 32 and 500 iterations
-# instead of 60,000: measured 88.2 ± 2.0 % test accuracy (chance: 20%).
-SHORT = dict(num_iterations=500, meta_batch_size=16, eval_every=250, num_val_tasks=64,
-             num_test_tasks=200, checkpoint_every=250)
+# 5-way 1-shot, second order, meta-batch 16 instead of 32 and 250 iterations
+# instead of 60,000: measured 76.3 ± 2.9 % test accuracy (chance: 20%; 88.2 ± 2.0 %
+# at 500 iterations).
+SHORT = dict(num_iterations=250, meta_batch_size=16, eval_every=125, num_val_tasks=64,
+             num_test_tasks=200, checkpoint_every=125)
 
 
 @pytest.fixture(scope='module')
@@ -33,18 +35,18 @@ def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
   config = config_lib.Config(**SHORT)
   report = train.train_and_evaluate(config, str(tmp_path), DATA_DIR, cache_dir)
   results = report['results']
-  assert results['iterations'] == 500
+  assert results['iterations'] == 250
   assert results['test']['num_tasks'] == 200
-  assert results['test']['accuracy'] > 80.0, results
-  assert results['best_step'] in (250, 500)
+  assert results['test']['accuracy'] > 65.0, results
+  assert results['best_step'] in (125, 250)
   assert results['compile_time_s'] > 0 and results['num_devices'] == 1
   for name in ('results.json', 'log.jsonl', 'learning_curve.png', 'state.ckpt', 'best.ckpt'):
     assert os.path.getsize(tmp_path / name) > 0
   with open(tmp_path / 'log.jsonl') as f:
     rows = [json.loads(line) for line in f]
-  assert [r['step'] for r in rows if 'val_accuracy' in r] == [250, 500]
+  assert [r['step'] for r in rows if 'val_accuracy' in r] == [125, 250]
 
-  # A rerun in the same workdir resumes at iteration 500: nothing to train,
+  # A rerun in the same workdir resumes at iteration 250: nothing to train,
   # the same best parameters, the same test tasks, the same accuracy.
   again = train.train_and_evaluate(config, str(tmp_path), DATA_DIR, cache_dir, plots=False)
   assert again['results']['test'] == pytest.approx(results['test'])
@@ -53,6 +55,7 @@ def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
                              DATA_DIR, cache_dir)
 
 
+@pytest.mark.slow  # ~55 s; bfloat16 is also checked by the sinusoid run and test_precision.
 @needs_omniglot
 def test_bfloat16_short_run_stays_finite(tmp_path, cache_dir):
   """The Omniglot 5-way 1-shot config, second order, in bfloat16: every logged
@@ -69,6 +72,7 @@ def test_bfloat16_short_run_stays_finite(tmp_path, cache_dir):
   assert results['test']['accuracy'] > 30.0, results  # Chance: 20 %.
 
 
+@pytest.mark.slow  # ~35 s: two subprocess runs.
 def test_compilation_cache_serves_a_rerun(tmp_path):
   """--compilation_cache: the first run fills the cache; the same command
   again compiles nothing new (every program is a cache hit)."""
@@ -187,3 +191,68 @@ def test_every_algorithm_trains_and_resumes(tmp_path, algorithm):
   assert 0.0 <= report['results']['test']['accuracy'] <= 100.0
   again = _synthetic_miniimagenet(tmp_path, **overrides)
   assert again['results']['test'] == pytest.approx(report['results']['test'])
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(inner_optimizer='adam'), 'apply to algorithm reptile only'),
+    (dict(inner_batch_size=10), 'apply to algorithm reptile only'),
+    (dict(algorithm='reptile', inner_optimizer='rmsprop'), 'inner_optimizer must be one of'),
+    (dict(algorithm='reptile', inner_batch_size=0), 'inner_batch_size must be a positive'),
+    (dict(cg_damping=1.0), 'apply to algorithm imaml only'),
+    (dict(algorithm='imaml', reg_damping=-1.0), 'reg_damping must be >= 0'),
+    (dict(train_shots=0), 'train_shots'),
+    (dict(outer_clip_norm=0.0), 'outer_clip_norm must be positive'),
+])
+def test_algorithm_option_errors(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    config_lib.Config(**overrides)
+
+
+def test_outer_clip_norm_bounds_the_update():
+  """outer_clip_norm rescales a meta-gradient of norm 5 to norm 0.5 (seen
+  through Reptile's plain SGD at step 1); a small one passes unchanged."""
+  import jax.numpy as jnp
+  from experiments import algorithms
+  config = config_lib.Config(algorithm='reptile', outer_lr=1.0, outer_clip_norm=0.5)
+  optimizer = algorithms.make_optimizer(config)
+  params = {'w': jnp.zeros(2)}
+  state = optimizer.init(params)
+  big, _ = optimizer.update({'w': jnp.array([3.0, 4.0])}, state, params)
+  np.testing.assert_allclose(big['w'], [-0.3, -0.4], rtol=1e-6)
+  small, _ = optimizer.update({'w': jnp.array([0.3, 0.0])}, state, params)
+  np.testing.assert_allclose(small['w'], [-0.3, 0.0], rtol=1e-6)
+
+
+def test_reptile_paper_protocol_options(tmp_path):
+  """Reptile as its paper trains: more training shots than test shots,
+  shuffled supports cut into inner mini-batches, inner Adam. The training
+  learner takes mini-batches with Adam, evaluation the whole support; a
+  train_shots the training split cannot serve is an error naming it."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import jaxmaml
+  config = _synthetic_config(algorithm='reptile', train_shots=3, inner_batch_size=2,
+                             inner_optimizer='adam', inner_lr=0.01, outer_lr=1.0,
+                             outer_schedule='linear')
+  # Two ways here (the synthetic splits below serve 1-way tasks only, whose
+  # loss is constant).
+  model, learner, eval_learner = train.make_learners(dataclasses.replace(config, num_ways=2))
+  x = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
+  y = jnp.array([0, 1, 1])
+  t = jaxmaml.Task(support=(x, y), query=(x[:1], y[:1]))
+  params = model.init(jax.random.key(1), x[:1])['params']
+  loss = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
+  expected = jaxmaml.reptile(loss, num_steps=2, inner_batch_size=2, has_aux=True,
+                             inner_optimizer=optax.adam(0.01, b1=0.0))
+  got, _ = learner.task_grad(params, t)
+  want, _ = expected.task_grad(params, t)
+  full, _ = eval_learner.adapt(params, t.support)
+  assert rel_l2(got, want) < 1e-5
+  assert rel_l2(full, expected.adapt(params, t.support)[0]) > 1e-3  # Not mini-batched.
+
+  report = _synthetic_miniimagenet(tmp_path, **dataclasses.asdict(config))
+  assert report['results']['iterations'] == 4
+  with pytest.raises(ValueError, match='The train split cannot serve.*only 6 per class'):
+    _synthetic_miniimagenet(tmp_path, **dict(dataclasses.asdict(config), train_shots=5))

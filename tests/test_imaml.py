@@ -98,6 +98,25 @@ def test_quadratic_oracle_rejects_wrong_gradients():
     np.testing.assert_allclose(first_order, g, rtol=1e-10)
 
 
+@pytest.mark.parametrize('cg_damping, reg_damping', [(1.0, 10.0), (0.5, 0.0), (0.0, 3.0)])
+def test_damped_system_oracle(cg_damping, reg_damping):
+  """With damping the gradient is the dense solve of the damped system
+  ((1 + cg_damping) I + A / (reg + reg_damping)) v = g, and it differs from
+  the exact implicit gradient (the damping is not silently ignored)."""
+  dim, reg = 4, 2.0
+  with jax.enable_x64(True):
+    t, theta = _quadratic_problem(jax.random.key(3), dim)
+    learner = _converging_learner(t, reg, cg_steps=dim, cg_damping=cg_damping,
+                                  reg_damping=reg_damping)
+    grad, metrics = jax.jit(learner.task_grad)(theta, t)
+    _, exact, g = _quadratic_oracle(t, theta, reg)
+    damped = np.linalg.solve(
+        (1 + cg_damping) * np.eye(dim) + t.support[0] / (reg + reg_damping), g)
+  np.testing.assert_allclose(grad, damped, rtol=1e-10, atol=1e-12)
+  assert float(metrics['cg_residual']) < 1e-10
+  assert rel_l2(grad, exact) > 1e-2
+
+
 def test_conjugate_gradient_on_pytrees():
   """CG on a dict of two leaves equals a dense solve; b = 0 gives 0, no NaN."""
   with jax.enable_x64(True):
@@ -236,6 +255,10 @@ def test_memory_does_not_grow_with_num_steps():
     ({'reg': True}, TypeError, 'reg'),
     ({'reg': None}, TypeError, 'reg'),
     ({'reg': np.ones(2)}, TypeError, 'reg'),
+    ({'cg_damping': -0.1}, ValueError, 'cg_damping'),
+    ({'cg_damping': float('inf')}, ValueError, 'cg_damping'),
+    ({'reg_damping': -1.0}, ValueError, 'reg_damping'),
+    ({'reg_damping': 'x'}, TypeError, 'reg_damping'),
     ({'cg_steps': 0}, ValueError, 'cg_steps'),
     ({'cg_steps': -2}, ValueError, 'cg_steps'),
     ({'cg_steps': 2.5}, TypeError, 'cg_steps'),

@@ -46,6 +46,36 @@ def test_adam_inner_loop_matches_hand_written_adam():
   np.testing.assert_allclose(direction, np.asarray(theta) - x, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize('use_jit', [False, True])
+def test_inner_mini_batches_cycle_through_the_support(use_jit):
+  """inner_batch_size=b: step i trains on examples i*b .. i*b+b-1 (mod n), here
+  5 steps of 2 out of 4 examples, against a hand-written loop."""
+  alpha, n, b, k = 0.05, 4, 2, 5
+  x = jax.random.normal(jax.random.key(4), (n, 3))
+  y = jax.random.normal(jax.random.key(5), (n,))
+  loss = lambda w, batch: jnp.mean((batch[0] @ w - batch[1]) ** 2)
+  t = jaxmaml.Task(support=(x, y), query=(x, y))
+  theta = jax.random.normal(jax.random.key(6), (3,))
+  learner = jaxmaml.reptile(loss, inner_lr=alpha, num_steps=k, inner_batch_size=b)
+  task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
+  direction, metrics = task_grad(theta, t)
+  w, losses = theta, []
+  for i in range(k):
+    index = np.arange(i * b, i * b + b) % n
+    losses.append(loss(w, (x[index], y[index])))
+    w = w - alpha * jax.grad(loss)(w, (x[index], y[index]))
+  np.testing.assert_allclose(direction, theta - w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics['support_losses'], losses, rtol=1e-5)
+  full, _ = jaxmaml.reptile(loss, inner_lr=alpha, num_steps=k).task_grad(theta, t)
+  assert not np.allclose(full, direction, rtol=1e-3)  # Mini-batches are not full batches.
+
+
+@pytest.mark.parametrize('size', [0, -1, 2.5, True])
+def test_bad_inner_batch_size(size):
+  with pytest.raises(ValueError, match='inner_batch_size'):
+    jaxmaml.reptile(quadratic_loss, inner_lr=0.1, num_steps=2, inner_batch_size=size)
+
+
 def test_sgd_outer_step_is_the_paper_update():
   """With optax.sgd(eps): theta <- theta + eps * (mean adapted - theta)."""
   eps, alpha = 0.5, 0.1

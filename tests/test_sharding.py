@@ -216,6 +216,7 @@ def two_host_problem():
   return learner, optax.sgd(0.01), params, sample
 
 
+@pytest.mark.slow  # ~20 s: two processes with jax.distributed.
 def test_two_hosts_split_the_meta_batch():
   """Two processes (jax.distributed over localhost, two CPU devices each):
   each host computes only its own half of the sampled meta-batch, and both end

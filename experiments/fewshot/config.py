@@ -26,6 +26,8 @@ class Config:
       84x84 color).
     num_ways, num_shots: N-way K-shot.
     num_queries: query examples per class; None means K (the original code).
+    train_shots: support examples per class in meta-training tasks; None
+      means ``num_shots`` (Reptile's paper trains 1-shot models on 10 shots).
     inner_lr: inner-loop step size (paper: 0.4 for 5-way, 0.1 for 20-way).
     train_inner_steps, eval_inner_steps: inner steps in training and at test.
     meta_batch_size: tasks per meta-step (paper: 32 for 5-way, 16 for 20-way).
@@ -40,6 +42,14 @@ class Config:
       imaml, protonets.
     msl_iterations: MAML++'s multi-step loss lasts this many iterations.
     imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
+    cg_damping, reg_damping: iMAML's damped CG system (``jaxmaml.imaml``; the
+      iMAML authors' code: 1 and 10); 0 and 0 give the exact implicit gradient.
+    inner_optimizer: Reptile's inner optimizer, 'sgd' or 'adam' (with
+      ``b1=0``, as the Reptile paper), at ``inner_lr``.
+    inner_batch_size: Reptile's inner mini-batch (training only); None uses
+      the whole support at every step.
+    outer_clip_norm: clip each meta-gradient to this global L2 norm before
+      the outer optimizer; None: no clipping (the papers').
     outer_schedule: the outer learning rate over ``num_iterations``:
       'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
     precision: the model's compute dtype, 'float32' or 'bfloat16' (float32
@@ -69,6 +79,7 @@ class Config:
   num_ways: int = 5
   num_shots: int = 1
   num_queries: int | None = None
+  train_shots: int | None = None
   inner_lr: float = 0.4
   train_inner_steps: int = 1
   eval_inner_steps: int = 3
@@ -81,7 +92,12 @@ class Config:
   msl_iterations: int = 0
   imaml_reg: float = 2.0
   cg_steps: int = 5
+  cg_damping: float = 0.0
+  reg_damping: float = 0.0
+  inner_optimizer: str = 'sgd'
+  inner_batch_size: int | None = None
   outer_schedule: str = 'constant'
+  outer_clip_norm: float | None = None
   precision: str = 'float32'
   num_devices: int | None = None
   rotate: bool = True
@@ -104,8 +120,9 @@ class Config:
         'num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps', 'meta_batch_size',
         'num_iterations', 'image_size', 'num_val_tasks', 'num_test_tasks', 'eval_batch_size',
         'eval_every', 'log_every', 'checkpoint_every'))
-    if self.num_devices is not None:
-      cli.check_positive_ints(self, ('num_devices',))
+    for name in ('num_devices', 'train_shots'):
+      if getattr(self, name) is not None:
+        cli.check_positive_ints(self, (name,))
     if self.num_queries is not None and self.num_queries < 1:
       raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
     if self.dataset not in DATASETS:
@@ -119,6 +136,10 @@ class Config:
   @property
   def queries(self) -> int:
     return self.num_shots if self.num_queries is None else self.num_queries
+
+  @property
+  def training_shots(self) -> int:
+    return self.num_shots if self.train_shots is None else self.train_shots
 
 
 _MINIIMAGENET = dict(dataset='miniimagenet', image_size=84, rotate=False, num_queries=15,

@@ -36,11 +36,14 @@ from experiments.fewshot.config import Config
 TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
                    'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
                    'image_size', 'seed', 'split_seed', 'algorithm', 'msl_iterations',
-                   'imaml_reg', 'cg_steps', 'outer_schedule', 'precision')
+                   'imaml_reg', 'cg_steps', 'outer_schedule', 'precision', 'train_shots',
+                   'inner_optimizer', 'inner_batch_size', 'cg_damping', 'reg_damping',
+                   'outer_clip_norm')
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
 ADDED_FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule',
-                'precision')
+                'precision', 'train_shots', 'inner_optimizer', 'inner_batch_size', 'cg_damping',
+                'reg_damping', 'outer_clip_norm')
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
@@ -56,7 +59,8 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
   for name, images in splits.items():
     try:
       episodes.check_episode_request(
-          images.shape, config.num_ways, config.num_shots, config.queries)
+          images.shape, config.num_ways,
+          config.training_shots if name == 'train' else config.num_shots, config.queries)
     except ValueError as e:
       raise ValueError(f'The {name} split cannot serve this config: {e}') from None
   return splits
@@ -172,8 +176,9 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       learner, optimizer, **_task_mapping(config), mesh=mesh,
       sampler=functools.partial(
           episodes.sample_episodes, num_tasks=config.meta_batch_size,
-          num_ways=config.num_ways, num_shots=config.num_shots,
-          num_queries=config.queries, rotate=config.rotate))
+          num_ways=config.num_ways, num_shots=config.training_shots,
+          num_queries=config.queries, rotate=config.rotate,
+          shuffle_support=config.inner_batch_size is not None))
   train_images = jnp.asarray(splits['train'])
   val_images = jnp.asarray(splits['val'])
   if mesh is not None:  # Once, so that no step copies them.

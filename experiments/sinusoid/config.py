@@ -29,6 +29,8 @@ class Config:
       imaml (protonets is for classification only).
     msl_iterations: MAML++'s multi-step loss lasts this many iterations.
     imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
+    cg_damping, reg_damping, inner_optimizer, inner_batch_size,
+      outer_clip_norm: as in ``experiments.fewshot.config.Config``.
     outer_schedule: the outer learning rate over ``num_iterations``:
       'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
     precision: the MLP's compute dtype, 'float32' or 'bfloat16'.
@@ -58,7 +60,12 @@ class Config:
   msl_iterations: int = 0
   imaml_reg: float = 2.0
   cg_steps: int = 5
+  cg_damping: float = 0.0
+  reg_damping: float = 0.0
+  inner_optimizer: str = 'sgd'
+  inner_batch_size: int | None = None
   outer_schedule: str = 'constant'
+  outer_clip_norm: float | None = None
   precision: str = 'float32'
   pretrained_lr_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
   num_val_tasks: int = 200

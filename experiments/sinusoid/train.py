@@ -38,10 +38,19 @@ from experiments.sinusoid.config import Config
 # iteration, so 10k + 60k resumed equals 70k in one go).
 TRAINING_FIELDS = ('meta_batch_size', 'num_query', 'hidden', 'inner_lr',
                    'train_inner_steps', 'outer_lr', 'first_order', 'seed', 'algorithm',
-                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule', 'precision')
+                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule', 'precision',
+                   'cg_damping', 'reg_damping', 'inner_optimizer', 'inner_batch_size',
+                   'outer_clip_norm')
+ADDED_FIELDS = ('precision', 'cg_damping', 'reg_damping', 'inner_optimizer', 'inner_batch_size',
+                'outer_clip_norm')
 # Algorithms whose adaptation is plain gradient descent at inner_lr on every
-# parameter: their whole MSE-vs-steps curve is computed in one pass.
+# parameter (Reptile with its default inner SGD): their whole MSE-vs-steps
+# curve is computed in one pass.
 CURVE_ALGORITHMS = ('maml', 'reptile')
+
+
+def _plain_gd(config: Config) -> bool:
+  return config.algorithm in CURVE_ALGORITHMS and config.inner_optimizer == 'sgd'
 
 
 DIVERGED_MSE = 100.0
@@ -91,7 +100,8 @@ def train(
   restored = restore_checkpoint(checkpoint_path, state)
   if restored is not None:
     state, saved = restored
-    saved['config'] = {'precision': 'float32', **saved.get('config', {})}  # Added later.
+    saved['config'] = {  # Fields added later, with their defaults.
+        **{k: getattr(Config(), k) for k in ADDED_FIELDS}, **saved.get('config', {})}
     if saved['config'] != json.loads(json.dumps(meta['config'])):
       raise ValueError(
           f'{checkpoint_path} was written with a different training config '
@@ -188,7 +198,7 @@ def run_shots(config: Config, shots: int, workdir: str) -> tuple[dict, dict]:
   test_tasks = sinusoid.sample_tasks(
       keys['test'], config.num_test_tasks, shots, config.num_test_query)
   all_steps = list(range(config.eval_inner_steps + 1))
-  if name in CURVE_ALGORITHMS:
+  if _plain_gd(config):
     curve, steps = jaxmaml.adaptation_curve(
         loss_fn, meta_params, test_tasks, inner_lr=config.inner_lr,
         num_steps=config.eval_inner_steps)['loss'], all_steps
@@ -266,7 +276,7 @@ def plot_predictions(trained: dict, config: Config, path: str, num_tasks: int = 
       curves = [(t['eval_adapt'](t[name], support)[0], 'tab:red', '-', f'{name}, {last} steps'),
                 (sgd(t['pretrained'], support, t['fine_tune_lr'], last), 'tab:blue', '-',
                  f'pretrained, {last} grad steps')]
-      if name in CURVE_ALGORITHMS:
+      if _plain_gd(config):
         curves += [(sgd(t[name], support, config.inner_lr, steps), 'tab:red', style,
                     f'{name}, {steps} grad step{"s" * (steps != 1)}')
                    for steps, style in ((0, ':'), (1, '--'))]

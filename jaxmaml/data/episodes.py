@@ -13,7 +13,9 @@ random multiple of 90 degrees, and the rotated class is the class of the task
 (so rotations act as new classes, at meta-train and meta-test time alike);
 per class, ``num_shots + num_queries`` distinct examples are drawn, the first
 ``num_shots`` for the support set. Labels are ``0 .. num_ways - 1`` in the
-order the classes were drawn.
+order the classes were drawn. The support and query sets are ordered class by
+class; ``shuffle_support=True`` puts each task's support set in random order
+(for algorithms that split it into mini-batches, such as Reptile).
 """
 
 from typing import Iterator
@@ -49,6 +51,11 @@ def check_episode_request(
         f'but the dataset has only {per_class} per class.')
 
 
+def _shuffled(support: base.Batch, order) -> base.Batch:
+  """Each task's support examples reordered by its row of ``order [tasks, N*K]``."""
+  return tuple(x[np.arange(len(order))[:, None], order] for x in support)
+
+
 def _to_task(x, labels, num_ways, num_shots, num_queries, xp):
   """``x [tasks, ways, shots + queries, h, w(, c)]`` uint8 -> Task of float NHWC batches."""
   if x.ndim == 5:
@@ -72,6 +79,7 @@ def sample_episodes(
     num_shots: int,
     num_queries: int,
     rotate: bool = True,
+    shuffle_support: bool = False,
 ) -> base.Task:
   """Draws a meta-batch of N-way K-shot tasks on the device (jittable).
 
@@ -84,6 +92,8 @@ def sample_episodes(
     num_shots: K, support examples per class.
     num_queries: query examples per class.
     rotate: rotate each drawn class by a random multiple of 90 degrees.
+    shuffle_support: put each task's support set in random order (otherwise
+      class by class); the classes and examples drawn do not change.
 
   Returns:
     A ``Task``: support ``(x [num_tasks, N*K, h, w, channels] float32 in [0, 1]
@@ -109,7 +119,12 @@ def sample_episodes(
     return x
 
   x = jax.vmap(one_task)(jax.random.split(key, num_tasks))
-  return _to_task(x, jnp.arange(num_ways), num_ways, num_shots, num_queries, jnp)
+  task = _to_task(x, jnp.arange(num_ways), num_ways, num_shots, num_queries, jnp)
+  if not shuffle_support:
+    return task
+  order = jax.vmap(lambda k: jax.random.permutation(k, num_ways * num_shots))(
+      jax.random.split(jax.random.fold_in(key, 1), num_tasks))
+  return task._replace(support=_shuffled(task.support, order))
 
 
 def host_episodes(
@@ -121,6 +136,7 @@ def host_episodes(
     num_shots: int,
     num_queries: int,
     rotate: bool = True,
+    shuffle_support: bool = False,
 ) -> Iterator[base.Task]:
   """An endless NumPy iterator of meta-batches with ``sample_episodes``' semantics.
 
@@ -145,4 +161,8 @@ def host_episodes(
         turns = rng.integers(0, 4, num_ways)
         x = np.stack([np.rot90(xc, k, axes=(1, 2)) for xc, k in zip(x, turns)])
       batch.append(x)
-    yield _to_task(np.stack(batch), np.arange(num_ways), num_ways, num_shots, num_queries, np)
+    task = _to_task(np.stack(batch), np.arange(num_ways), num_ways, num_shots, num_queries, np)
+    if shuffle_support:
+      order = np.stack([rng.permutation(num_ways * num_shots) for _ in range(num_tasks)])
+      task = task._replace(support=_shuffled(task.support, order))
+    yield task
