@@ -152,6 +152,7 @@ def _synthetic_miniimagenet(tmp_path, **overrides):
                                   str(root), str(tmp_path / 'cache'), plots=False)
 
 
+@pytest.mark.slow  # ~35 s; the default suite runs this pipeline with Reptile's options.
 def test_miniimagenet_pipeline_and_time_budget(tmp_path):
   """The miniImageNet path (color images, max-pool Conv4, flattened head, no
   rotations) runs end to end; time_budget_s ends training (validation
@@ -252,6 +253,7 @@ def test_reptile_paper_protocol_options(tmp_path):
   assert rel_l2(got, want) < 1e-5
   assert rel_l2(full, expected.adapt(params, t.support)[0]) > 1e-3  # Not mini-batched.
 
+  # The whole pipeline with these options (3 training shots, shuffled supports).
   report = _synthetic_miniimagenet(tmp_path, **dataclasses.asdict(config))
   assert report['results']['iterations'] == 4
   with pytest.raises(ValueError, match='The train split cannot serve.*only 6 per class'):

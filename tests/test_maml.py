@@ -77,8 +77,9 @@ def test_three_step_quadratic_oracle():
   np.testing.assert_allclose(grad, jacobian @ (a_q @ theta_adapted - b_q), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('task_map, batch_size', [('vmap', None), ('map', None), ('map', 4),
-                                                  ('loop', None)])
+@pytest.mark.parametrize('task_map, batch_size', [
+    ('vmap', None), ('map', None), ('map', 4),
+    pytest.param('loop', None, marks=pytest.mark.slow)])  # ~18 s: compiles per task.
 def test_task_maps_match_per_task_loop(task_map, batch_size):
   """Every way of mapping tasks equals a Python loop of per-task gradients at
   the paper's meta-batch size (25)."""

@@ -93,7 +93,9 @@ def test_meta_gradient_matmul_equals_xla():
   assert rel_l2(grads['matmul'], grads['xla']) < 1e-4
 
 
-@pytest.mark.parametrize('task_map, batch_size', [('vmap', None), ('map', 4)])
+@pytest.mark.parametrize('task_map, batch_size', [
+    pytest.param('vmap', None, marks=pytest.mark.slow),  # ~19 s; the MLP tests cover vmap.
+    ('map', 4)])  # The few-shot experiment's default.
 def test_mapped_meta_gradient_at_meta_batch_32_matches_float64_loop(task_map, batch_size):
   """The trap seen with vmapped convolutions on XLA:CPU (a wrong meta-gradient
   at 32 tasks): the vmapped and the chunked (lax.map of vmaps of 4 tasks, the
