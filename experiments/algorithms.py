@@ -19,9 +19,9 @@ learner, and ``make_optimizer(config)`` into the outer optimizer:
 * ``protonets``: the model without its head as the embedding.
 
 ``outer_clip_norm`` (both configs) clips the meta-gradient to that global L2
-norm before the outer optimizer (``optax.clip_by_global_norm``): a guard for
-rare meta-gradient spikes, which make MAML++ with learned rates diverge on
-sinusoid (README); None (the default, and the papers') does not clip.
+norm before the outer optimizer (``optax.clip_by_global_norm``): with it,
+MAML++ with learned rates no longer diverged on sinusoid (README); None (the
+default, and the papers') does not clip.
 
 ``precision`` (a field of both configs) is the compute dtype of the model's
 forward and backward passes (``jaxmaml.mixed_precision``); parameters,
@@ -38,6 +38,12 @@ ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 
 OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
 INNER_OPTIMIZERS = ('sgd', 'adam')
 PRECISIONS = ('float32', 'bfloat16')
+# The fields both configs share that change what training computes: each
+# experiment's checkpoints record them (a checkpoint written before a field
+# existed was written with its default).
+FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'cg_damping', 'reg_damping',
+          'inner_optimizer', 'inner_batch_size', 'outer_schedule', 'outer_clip_norm',
+          'precision')
 
 
 def check_fields(config) -> None:

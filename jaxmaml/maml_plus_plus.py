@@ -80,8 +80,8 @@ def maml_plus_plus(
       of 500); 0 turns MSL off.
     learn_inner_lr: LSLR: meta-learn a rate per parameter array and step.
       The rates are unconstrained, as in the paper: they can grow, or turn
-      negative. On sinusoid regression a rare meta-gradient spike let them
-      make an inner step diverge; clipping the meta-gradient
+      negative. On sinusoid regression they grew until an inner step
+      diverged; clipping the meta-gradient
       (``optax.chain(optax.clip_by_global_norm(1.0), optimizer)``) prevented
       it in our runs (README).
     per_step_bn: which parameters are the per-step BatchNorm parameters: a

@@ -33,17 +33,12 @@ from experiments.fewshot.config import Config
 # Fields that change what training computes: a checkpoint resumes only with
 # the same values (num_iterations may grow; the task stream is keyed by step).
 # A checkpoint of the other dataset fails to restore on its parameter shapes.
-TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'inner_lr', 'train_inner_steps',
-                   'meta_batch_size', 'outer_lr', 'first_order', 'rotate', 'bn_scale',
-                   'image_size', 'seed', 'split_seed', 'algorithm', 'msl_iterations',
-                   'imaml_reg', 'cg_steps', 'outer_schedule', 'precision', 'train_shots',
-                   'inner_optimizer', 'inner_batch_size', 'cg_damping', 'reg_damping',
-                   'outer_clip_norm')
+TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'train_shots', 'inner_lr',
+                   'train_inner_steps', 'meta_batch_size', 'outer_lr', 'first_order', 'rotate',
+                   'bn_scale', 'image_size', 'seed', 'split_seed') + algorithms.FIELDS
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
-ADDED_FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule',
-                'precision', 'train_shots', 'inner_optimizer', 'inner_batch_size', 'cg_damping',
-                'reg_damping', 'outer_clip_norm')
+ADDED_FIELDS = ('train_shots',) + algorithms.FIELDS
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:

@@ -37,12 +37,7 @@ from experiments.sinusoid.config import Config
 # with the same values; num_iterations may grow (the task stream is keyed by
 # iteration, so 10k + 60k resumed equals 70k in one go).
 TRAINING_FIELDS = ('meta_batch_size', 'num_query', 'hidden', 'inner_lr',
-                   'train_inner_steps', 'outer_lr', 'first_order', 'seed', 'algorithm',
-                   'msl_iterations', 'imaml_reg', 'cg_steps', 'outer_schedule', 'precision',
-                   'cg_damping', 'reg_damping', 'inner_optimizer', 'inner_batch_size',
-                   'outer_clip_norm')
-ADDED_FIELDS = ('precision', 'cg_damping', 'reg_damping', 'inner_optimizer', 'inner_batch_size',
-                'outer_clip_norm')
+                   'train_inner_steps', 'outer_lr', 'first_order', 'seed') + algorithms.FIELDS
 # Algorithms whose adaptation is plain gradient descent at inner_lr on every
 # parameter (Reptile with its default inner SGD): their whole MSE-vs-steps
 # curve is computed in one pass.
@@ -101,7 +96,7 @@ def train(
   if restored is not None:
     state, saved = restored
     saved['config'] = {  # Fields added later, with their defaults.
-        **{k: getattr(Config(), k) for k in ADDED_FIELDS}, **saved.get('config', {})}
+        **{k: getattr(Config(), k) for k in algorithms.FIELDS}, **saved.get('config', {})}
     if saved['config'] != json.loads(json.dumps(meta['config'])):
       raise ValueError(
           f'{checkpoint_path} was written with a different training config '
