@@ -57,13 +57,14 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
 from typing import NamedTuple
 
 import numpy as np
+
+from benchmarks import measure
 
 VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner steps).
     'second_order': dict(first_order=False, remat=False),
@@ -166,7 +167,7 @@ def _problem(shape: Shape, inner_steps: int, family: str | None = None,
   import jax
   import optax
   import jaxmaml
-  from benchmarks import omniglot_conv
+  from benchmarks import problems
   from jaxmaml.data import sinusoid
 
   if learner_kwargs.get('remat') == 'sqrt':
@@ -182,7 +183,7 @@ def _problem(shape: Shape, inner_steps: int, family: str | None = None,
     loss_fn = jaxmaml.cross_entropy_loss(
         jaxmaml.mixed_precision(jaxmaml.apply_fn(model), precision))
     learner_kwargs['has_aux'] = True
-    tasks = omniglot_conv.random_tasks(data_key, shape.meta_batch_size, shape.ways,
+    tasks = problems.random_tasks(data_key, shape.meta_batch_size, shape.ways,
                                        shape.shots, shape.queries)
   params = model.init(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))['params']
   if family:
@@ -193,10 +194,6 @@ def _problem(shape: Shape, inner_steps: int, family: str | None = None,
                            **learner_kwargs)
   optimizer = optax.sgd(1.0) if family == 'reptile' else optax.adam(1e-3)
   return learner, optimizer, jaxmaml.init_train_state(learner.init(params), optimizer), tasks
-
-
-def _peak_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB.
 
 
 def _device_peak_bytes():
@@ -236,7 +233,7 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
   if task_map:
     shape = shape._replace(task_map=task_map,
                            batch_size=shape.batch_size if task_map == 'map' else None)
-  rss_before = _peak_rss_bytes()
+  rss_before = measure.peak_rss_bytes()
   family = variant if variant in FAMILY else None
   kwargs = {} if family else VARIANTS[variant]
   learner, optimizer, state, tasks = _problem(shape, inner_steps, family, precision, **kwargs)
@@ -282,7 +279,7 @@ def measure_meta_step(name: str, variant: str, inner_steps: int, repeats: int,
       'xla_peak_bytes': int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
                             + memory.output_size_in_bytes - memory.alias_size_in_bytes),
       'rss_before_build_bytes': rss_before,
-      'peak_rss_bytes': _peak_rss_bytes(),
+      'peak_rss_bytes': measure.peak_rss_bytes(),
       'device_peak_bytes': _device_peak_bytes(),
   }
 
@@ -310,16 +307,12 @@ def run_worker(kind: str, **kwargs) -> dict:
   the process simulates that many CPU devices (the flag must be set before
   JAX starts; it does not affect GPUs or TPUs).
   """
-  spec = json.dumps({'kind': kind, **kwargs})
-  env = dict(os.environ)
+  env = {}
   if kwargs.get('num_devices', 1) > 1:
-    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count='
-                        f"{kwargs['num_devices']}")
-  proc = subprocess.run([sys.executable, '-m', 'benchmarks.harness', '--worker', spec],
-                        capture_output=True, text=True, env=env)
-  if proc.returncode != 0:
-    return {**kwargs, 'error': proc.stderr.strip().splitlines()[-1:] or [f'exit {proc.returncode}']}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+    env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_'
+                        f"count={kwargs['num_devices']}")
+  row = measure.run_fresh('benchmarks.harness', {'kind': kind, **kwargs}, env=env)
+  return {**kwargs, 'error': [row['error']]} if 'error' in row else row
 
 
 def run_accuracy(variant: str, args, flags=None) -> dict:
@@ -354,13 +347,14 @@ def run_accuracy(variant: str, args, flags=None) -> dict:
 
 
 def run_peers(args) -> dict:
-  """``benchmarks.peers`` in a fresh process, if PyTorch is installed."""
+  """The peers' shape table (``benchmarks.peers``), if PyTorch is installed."""
   import importlib.util
   if importlib.util.find_spec('torch') is None:
     return {'skipped': 'PyTorch is not installed (pip install torch==2.13.0)'}
   out = os.path.join(args.out, 'peers.json')
-  command = [sys.executable, '-m', 'benchmarks.peers', '--float64', '--out', out] + (
-      ['--quick'] if args.quick else [])
+  command = [sys.executable, '-m', 'benchmarks.peers', '--out', out] + (
+      ['--quick', '--shapes', 'omniglot_5w1s_q1_1step', '--orders', 'second']
+      if args.quick else [])
   proc = subprocess.run(command, capture_output=True, text=True)
   if proc.returncode != 0:
     return {'error': proc.stderr.strip().splitlines()[-1:]}

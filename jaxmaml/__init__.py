@@ -44,6 +44,7 @@ from jaxmaml.sharding import replicate
 from jaxmaml.sharding import shard_tasks
 from jaxmaml.sharding import task_mesh
 from jaxmaml.tasks import check_tasks
+from jaxmaml.tasks import default_task_map
 from jaxmaml.tasks import map_tasks
 from jaxmaml.training import MetaTrainState
 from jaxmaml.training import init_train_state
@@ -71,6 +72,7 @@ __all__ = (
     'apply_fn',
     'batch_norm_params',
     'check_tasks',
+    'default_task_map',
     'conv4_miniimagenet',
     'cross_entropy_loss',
     'evaluate',

@@ -39,6 +39,7 @@ def apply_fn(model: nn.Module) -> Callable[[dict, jax.Array], jax.Array]:
 
 
 CONV_IMPLS = ('matmul', 'xla')
+SMALL_C_IN = 3  # conv3x3 'matmul' lays out the patches of at most this many channels leading.
 BATCH_NORMS = ('batch', 'none')
 POOLINGS = ('stride', 'max')
 
@@ -56,7 +57,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Arra
       backward passes are slices, pads and matmuls, which XLA:CPU runs much
       faster than its convolution backward, and which stay plain (batched)
       matmuls under ``vmap`` with per-task kernels instead of becoming grouped
-      convolutions.
+      convolutions. For at most ``SMALL_C_IN`` input channels the patches are
+      laid out ``[9 * c_in, positions]`` (same result).
   """
   if impl == 'xla':
     return jax.lax.conv_general_dilated(
@@ -69,14 +71,36 @@ def conv3x3(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Arra
   pad_w = max((out_w - 1) * stride + 3 - w, 0)
   x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
                   (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-  patches = [
-      jax.lax.slice(x, (0, i, j, 0),
-                    (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
-                    (1, stride, stride, 1))
-      for i in range(3) for j in range(3)
-  ]
-  patches = jnp.concatenate(patches, axis=-1)  # [n, out_h, out_w, 9 * c]
+  window = lambda i, j: jax.lax.slice(
+      x, (0, i, j, 0), (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+      (1, stride, stride, 1))  # [n, out_h, out_w, c]
+  if c <= SMALL_C_IN:
+    # Few input channels (the images): the patch axis leads, [9 * c, positions],
+    # so that the kernel gradient contracts the long positions axis without
+    # transposing it (measured 14% faster on the miniImageNet meta-step).
+    patches = jnp.stack([jnp.moveaxis(window(i, j), -1, 0) for i in range(3) for j in range(3)])
+    out = jax.lax.dot_general(patches.reshape(9 * c, -1), kernel.reshape(9 * c, -1),
+                              (((0,), (0,)), ((), ())))
+    return out.reshape(n, out_h, out_w, -1)
+  patches = jnp.concatenate([window(i, j) for i in range(3) for j in range(3)],
+                            axis=-1)  # [n, out_h, out_w, 9 * c]
   return patches @ kernel.reshape(9 * c, -1)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max-pooling with stride 2 ('VALID'), ``[n, h, w, c] -> [n, h // 2, w // 2, c]``.
+
+  Equal to ``nn.max_pool(x, (2, 2), strides=(2, 2))`` in value and in both
+  derivatives, ties included (the gradient goes to the first maximum of each
+  window in row-major order, as ``reduce_window``'s does), but written as a
+  reshape and three selects: XLA:CPU runs ``reduce_window``'s backward
+  (``select_and_scatter``) slowly.
+  """
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+  a, b, c, d = x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
+  top = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d)))
+  return jnp.where(a == top, a, jnp.where(b == top, b, jnp.where(c == top, c, d)))
 
 
 class ConvBlock(nn.Module):
@@ -112,7 +136,7 @@ class ConvBlock(nn.Module):
     x = x + self.param('bias', nn.initializers.zeros, (self.features,))
     x = nn.relu(x)
     if self.pooling == 'max':
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+      x = max_pool_2x2(x)
     return x
 
 

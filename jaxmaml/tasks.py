@@ -127,3 +127,43 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
           f'{name}.support{where} has example shape {np.shape(s)[2:]} but '
           f'{name}.query{where} has {np.shape(q)[2:]}.')
   return num_tasks
+
+
+CPU_CHUNK_ELEMENTS = 32768
+"""On CPU, tasks are vmapped in chunks of about this many input elements
+(support and query together): the chunk size measured fastest at the shapes
+of ``benchmarks/peers`` (docs/benchmarks/peers_cpu.md)."""
+
+
+def default_task_map(tasks: base.Task, backend: str | None = None) -> dict:
+  """The task mapping measured fastest for this meta-batch's shapes.
+
+  On GPU and TPU every task of the meta-batch runs in one batched computation
+  (``'vmap'``). On CPU tasks are mapped with ``lax.map`` in chunks of
+  ``batch_size`` tasks vmapped together, as many as fit in about
+  ``CPU_CHUNK_ELEMENTS`` input elements (at least one): 4 tasks of Omniglot
+  5-way 1-shot with one query per class, one task at a time with 15 queries
+  or on miniImageNet, where larger chunks were measured slower.
+
+  Args:
+    tasks: a meta-batch (leaves ``[num_tasks, n, ...]``); only shapes are read.
+    backend: ``'cpu'``, ``'gpu'``, ``'tpu'``; None is ``jax.default_backend()``.
+
+  Returns:
+    ``{'task_map': ..., 'batch_size': ...}``, the keyword arguments of
+    ``map_tasks``, ``meta_gradient``, ``make_meta_step`` and ``evaluate``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxmaml import Task, default_task_map
+    >>> images = jnp.zeros((32, 5, 28, 28, 1))
+    >>> tasks = Task((images, jnp.zeros((32, 5))), (images, jnp.zeros((32, 5))))
+    >>> default_task_map(tasks, backend='cpu')
+    {'task_map': 'map', 'batch_size': 4}
+  """
+  num_tasks = check_tasks(tasks)
+  if (backend or jax.default_backend()) != 'cpu':
+    return {'task_map': 'vmap', 'batch_size': None}
+  per_task = sum(int(np.prod(np.shape(x)[1:])) for x in jax.tree_util.tree_leaves(tasks))
+  chunk = max(1, min(num_tasks, CPU_CHUNK_ELEMENTS // max(per_task, 1)))
+  return {'task_map': 'map', 'batch_size': chunk}

@@ -90,3 +90,21 @@ def test_devices_row_on_two_simulated_devices():
   assert row['num_devices'] == 2 and 'error' not in row, row
   for key in POSITIVE:
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+
+
+@pytest.mark.slow  # ~3 min on CPU.
+def test_gpu_script_on_tiny_sizes(tmp_path):
+  """benchmarks.gpu as prepared for a GPU, at tiny sizes on any backend:
+  every section runs, tasks per second are positive, and the torch rows say
+  why they are missing where PyTorch is not installed."""
+  from benchmarks import gpu
+  report = gpu.main(['--quick_cpu_check', '--out', str(tmp_path / 'gpu.json')])
+  assert json.loads((tmp_path / 'gpu.json').read_text()) == json.loads(json.dumps(report))
+  jax_rows = [r for r in report['rows'] if r['impl'] == 'jaxmaml']
+  assert {(r['shape'], r['order'], r['precision'], r['tasks']) for r in jax_rows} == {
+      (s, o, p, t) for s in gpu.SHAPES for o in ('second', 'first')
+      for p in ('float32', 'bfloat16') for t in (2, 4)}
+  for r in report['rows']:
+    assert r.get('tasks_per_s', 0) > 0 or 'unavailable' in r, r
+  assert [r['num_tasks'] for r in report['eval']] == [8, 8]
+  assert all(r['call_s_median'] > 0 for r in report['eval'])

@@ -4,6 +4,7 @@ miniImageNet settings."""
 import dataclasses
 import os
 
+import jaxmaml
 from experiments import algorithms
 from experiments import cli
 
@@ -62,10 +63,10 @@ class Config:
       as the original code).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
     bn_scale: learn a BatchNorm scale too (the original code has offsets only).
-    task_map: how tasks are mapped in the meta-step ('vmap', 'map', 'loop').
-      'map' with 4 tasks vmapped per iteration was the fastest on XLA:CPU
-      (benchmarks/omniglot_conv.py: 0.17 s vs 0.23 s for 'vmap' per
-      meta-gradient); on a GPU, 'vmap' is the natural choice.
+    task_map: how tasks are mapped in the meta-step and in evaluation:
+      'auto' (``jaxmaml.default_task_map``: the mapping measured fastest for
+      the meta-batch's shapes on this backend, see docs/benchmarks/peers_cpu.md),
+      'vmap', 'map' or 'loop'.
     task_batch_size: tasks vmapped per iteration with task_map='map'.
     image_size: images are resized to image_size x image_size.
     seed: initialisation and task sampling.
@@ -103,8 +104,8 @@ class Config:
   rotate: bool = True
   conv: str = 'matmul'
   bn_scale: bool = False
-  task_map: str = 'map'
-  task_batch_size: int | None = 4
+  task_map: str = 'auto'
+  task_batch_size: int | None = None
   image_size: int = 28
   seed: int = 0
   split_seed: int = 1
@@ -127,6 +128,9 @@ class Config:
       raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
     if self.dataset not in DATASETS:
       raise ValueError(f'dataset must be one of {DATASETS}, got {self.dataset!r}.')
+    if self.task_map not in ('auto',) + jaxmaml.tasks.TASK_MAPS:
+      raise ValueError(f"task_map must be 'auto' or one of {jaxmaml.tasks.TASK_MAPS}, "
+                       f'got {self.task_map!r}.')
     if self.time_budget_s is not None and not self.time_budget_s > 0:
       raise ValueError(f'time_budget_s must be positive or None, got {self.time_budget_s}.')
     if self.num_test_tasks < 2 or self.num_val_tasks < 2:

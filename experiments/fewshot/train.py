@@ -91,7 +91,14 @@ def make_mesh(config: Config) -> jax.sharding.Mesh | None:
   return mesh
 
 
-def _task_mapping(config: Config) -> dict:
+def _task_mapping(config: Config, num_tasks: int, num_shots: int, channels: int) -> dict:
+  """``task_map``/``batch_size`` for meta-batches of ``num_tasks`` tasks (per device)."""
+  if config.task_map == 'auto':
+    image = (config.image_size, config.image_size, channels)
+    batch = lambda n: (jax.ShapeDtypeStruct((num_tasks, n, *image), jnp.float32),
+                       jax.ShapeDtypeStruct((num_tasks, n), jnp.int32))
+    return jaxmaml.default_task_map(jaxmaml.Task(batch(config.num_ways * num_shots),
+                                                 batch(config.num_ways * config.queries)))
   batch_size = config.task_batch_size if config.task_map == 'map' else None
   return {'task_map': config.task_map, 'batch_size': batch_size}
 
@@ -108,7 +115,9 @@ def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Co
     tasks = _sample(jax.random.fold_in(key, start), images, size, num_ways=config.num_ways,
                     num_shots=config.num_shots, num_queries=config.queries,
                     rotate=config.rotate)
-    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks, **_task_mapping(config))
+    channels = 1 if images.ndim == 4 else images.shape[-1]
+    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks,
+                               **_task_mapping(config, size, config.num_shots, channels))
     accuracies.append(np.asarray(metrics['accuracy']))
   return np.concatenate(accuracies)
 
@@ -168,7 +177,9 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
       progress.update(best_val=best['accuracy'], best_step=best['step'])
 
   meta_step = jaxmaml.make_meta_step(
-      learner, optimizer, **_task_mapping(config), mesh=mesh,
+      learner, optimizer, mesh=mesh,
+      **_task_mapping(config, config.meta_batch_size // (1 if mesh is None else mesh.size),
+                      config.training_shots, channels),
       sampler=functools.partial(
           episodes.sample_episodes, num_tasks=config.meta_batch_size,
           num_ways=config.num_ways, num_shots=config.training_shots,
