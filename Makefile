@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run run-full test test-slow bench clean
+.PHONY: install run run-full test test-slow bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test-slow: install
 
 bench: install
 	$(PY) -m benchmarks.harness
+
+bench-peers: install  # needs PyTorch (and learn2learn): docs/benchmarks/peers_install.md
+	$(PY) -m benchmarks.peers --out docs/benchmarks/peers_cpu.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -60,7 +60,7 @@ def worker(spec: dict) -> dict:
                              spec['repeats'])
   loss32, grads32 = peer.result(outputs[-1])
   del outputs
-  row = {'impl': spec['impl'], 'options': {k: v for k, v in peer.options.items()},
+  row = {'impl': spec['impl'], 'options': dict(peer.options),
          'threads': threads, 'build_s': build_s, **times, 'loss_float32': loss32,
          'rss_before_build_bytes': rss_before, 'peak_rss_bytes': measure.peak_rss_bytes(),
          **(peer.extras or {})}
