@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmaml
+from experiments import cli
 
 FlatParams = dict[str, np.ndarray]
 """Flax parameters flattened to ``{'ConvBlock_0/kernel': array, ...}``."""
@@ -55,11 +56,8 @@ class Problem:
   def __post_init__(self):
     if self.dataset not in IMAGE_SHAPES:
       raise ValueError(f'dataset must be one of {tuple(IMAGE_SHAPES)}, got {self.dataset!r}.')
-    for name in ('ways', 'shots', 'queries', 'meta_batch_size', 'inner_steps',
-                 'eval_inner_steps'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f'{name} must be a positive int, got {value!r}.')
+    cli.check_positive_ints(self, ('ways', 'shots', 'queries', 'meta_batch_size',
+                                   'inner_steps', 'eval_inner_steps'))
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
