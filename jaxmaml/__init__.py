@@ -1,6 +1,8 @@
 """jaxmaml: gradient-based meta-learning in JAX.
 
-The public API: the inner loop (``make_adapt``), algorithms as records of pure
+The public API: the inner loop (``make_adapt`` and its ``make_trajectory``
+form, with an Optax update rule: ``inner_sgd``, ``scale_by_rates``), the
+pieces algorithms share (``kit``), algorithms as records of pure
 functions (``maml``, ``anil``, ``meta_sgd``, ``maml_plus_plus``, ``reptile``,
 ``imaml``, ``protonets``), the meta-training step (``make_meta_step``), and
 evaluation (``evaluate``, ``mean_confidence_interval``), and data parallelism
@@ -11,7 +13,10 @@ over tasks (``task_mesh``, ``replicate``, ``shard_tasks``) and mixed precision
 from jaxmaml.adapt import InnerLR
 from jaxmaml.anil import anil
 from jaxmaml.anil import last_layer
+from jaxmaml.adapt import inner_sgd
 from jaxmaml.adapt import make_adapt
+from jaxmaml.adapt import make_trajectory
+from jaxmaml.adapt import scale_by_rates
 from jaxmaml.base import AdaptFn
 from jaxmaml.base import Batch
 from jaxmaml.base import LossFn
@@ -27,9 +32,10 @@ from jaxmaml.evaluation import mean_confidence_interval
 from jaxmaml.imaml import imaml
 from jaxmaml.losses import cross_entropy_loss
 from jaxmaml.losses import mse_loss
-from jaxmaml.maml import grad_of
+from jaxmaml.kit import grad_of
+from jaxmaml.kit import identity
+from jaxmaml.kit import task_loss_from_adapt
 from jaxmaml.maml import maml
-from jaxmaml.maml import task_loss_from_adapt
 from jaxmaml.maml_plus_plus import maml_plus_plus
 from jaxmaml.meta_sgd import meta_sgd
 from jaxmaml.models import Conv4
@@ -77,10 +83,13 @@ __all__ = (
     'cross_entropy_loss',
     'evaluate',
     'grad_of',
+    'identity',
     'imaml',
     'init_train_state',
+    'inner_sgd',
     'last_layer',
     'make_adapt',
+    'make_trajectory',
     'make_meta_step',
     'map_tasks',
     'maml',
@@ -93,6 +102,7 @@ __all__ = (
     'protonets',
     'replicate',
     'reptile',
+    'scale_by_rates',
     'shard_tasks',
     'task_loss_from_adapt',
     'task_mesh',

@@ -1,14 +1,18 @@
-"""The inner loop: ``num_steps`` of gradient descent as one ``lax.scan``.
+"""The inner loop: ``num_steps`` updates of an Optax transformation as one ``lax.scan``.
 
-One ``adapt`` core serves every algorithm of the family. It is differentiable
-end to end (second-order MAML differentiates through it), can cut the
-second-order term (``first_order=True``), and can trade compute for memory
-(``remat``) so that the memory of a second-order meta-gradient grows slowly
-with the number of inner steps.
+One core serves every algorithm of the family. The update rule is an
+``optax.GradientTransformation``: plain gradient descent is ``optax.sgd(lr)``
+(``inner_sgd`` builds it from any ``InnerLR``), Meta-SGD's and MAML++'s learned
+rates are ``scale_by_rates``, Reptile's Adam is ``optax.adam``. The loop is
+differentiable end to end (second-order MAML differentiates through it), can
+cut the second-order term (``first_order=True``), and can trade compute for
+memory (``remat``). ``make_trajectory`` is the same loop that also reports
+what ``observe`` sees after every step (MAML++'s multi-step loss, the
+adaptation curve); ``make_adapt`` is it without observations.
 """
 
 import numbers
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +20,8 @@ import numpy as np
 import optax
 
 from jaxmaml import base
+from jaxmaml import checks
+from jaxmaml import kit
 
 # Inner loops with at most this many steps are fully unrolled by default: on
 # XLA:CPU, convolutions differentiated inside a rolled while loop were measured
@@ -33,123 +39,158 @@ InnerLR = Any
   scalars or arrays broadcastable to the matching parameter (Meta-SGD).
 """
 
-
-def _is_tracer(x) -> bool:
-  return isinstance(x, jax.core.Tracer)
-
-
-def check_num_steps(num_steps, name: str = 'num_steps') -> int:
-  """Returns ``num_steps`` as an int, or raises a ValueError naming ``name``."""
-  if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
-    raise TypeError(f'{name} must be a positive int, got {num_steps!r}.')
-  if num_steps <= 0:
-    raise ValueError(f'{name} must be a positive int, got {num_steps}.')
-  return int(num_steps)
+Observe = Callable[[base.Params, base.Batch], Any]
+"""``observe(params_after_step, step_batch) -> pytree``, recorded after every step."""
 
 
-def _check_finite(name: str, value) -> None:
-  for leaf in jax.tree_util.tree_leaves(value):
-    if _is_tracer(leaf):
-      continue  # Learned rates (Meta-SGD) are traced: nothing to check here.
-    array = np.asarray(leaf)
-    if not np.issubdtype(array.dtype, np.number):
-      raise TypeError(f'{name} must be numeric, got {leaf!r}.')
-    if not np.all(np.isfinite(array)):
-      raise ValueError(f'{name} must be finite, got {leaf!r}.')
+def _is_none(x) -> bool:
+  return x is None
 
 
-def check_scalar_rate(rate, name: str) -> None:
-  """Raises a ValueError naming ``name`` unless ``rate`` is a finite real scalar."""
-  if (isinstance(rate, bool) or np.ndim(rate) != 0
-      or not np.issubdtype(np.asarray(rate).dtype, np.number)
-      or not np.isfinite(rate)):
-    raise ValueError(f'{name} must be a finite scalar, got {rate!r}.')
+class ScaleByRatesState(NamedTuple):
+  """The step count of ``scale_by_rates(..., per_step=True)``."""
+
+  count: jax.Array
 
 
-def _check_broadcastable(path, lr, param) -> None:
-  try:
-    ok = np.broadcast_shapes(np.shape(lr), np.shape(param)) == np.shape(param)
-  except ValueError:
-    ok = False
-  if not ok:
-    raise ValueError(
-        f'inner_lr{jax.tree_util.keystr(path)} has shape {np.shape(lr)}, not '
-        f'broadcastable to the parameter shape {np.shape(param)}.')
+def scale_by_rates(rates, *, per_step: bool = False) -> optax.GradientTransformation:
+  """Gradient descent with one rate per parameter (and step): ``u = -rates * g``.
 
+  The rates may be traced (meta-learned): build the transformation inside the
+  function that is differentiated, as Meta-SGD and MAML++ do.
 
-def normalize_inner_lr(inner_lr, num_steps: int) -> tuple[str, Any]:
-  """Classifies ``inner_lr`` as 'scalar', 'schedule' or 'tree' and normalises it."""
-  if callable(inner_lr):
-    rates = jnp.broadcast_to(
-        jnp.asarray(inner_lr(jnp.arange(num_steps))), (num_steps,))
-    _check_finite('inner_lr', rates)
-    return 'schedule', rates
-  if isinstance(inner_lr, (numbers.Number, np.ndarray, jax.Array)):
-    ndim = np.ndim(inner_lr)
-    if ndim == 0:
-      _check_finite('inner_lr', inner_lr)
-      return 'scalar', inner_lr
-    if ndim == 1:
-      if np.shape(inner_lr)[0] != num_steps:
+  Args:
+    rates: a pytree with the structure of the parameters; each leaf a scalar
+      or an array broadcastable to its parameter, or with ``per_step`` a
+      ``[num_steps, ...]`` stack of those (step ``k`` uses ``leaf[k]``).
+      Leaves of parameters that are not updated (``None`` updates) are unused.
+    per_step: whether the leaves carry a leading step axis.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+
+  def init(params):
+    """Checks ``rates`` against ``params`` (before any compute) and starts the count."""
+    params_def = jax.tree_util.tree_structure(params, is_leaf=_is_none)
+    rates_def = jax.tree_util.tree_structure(rates)
+    if rates_def != params_def:
+      raise ValueError(
+          'inner_lr as a per-parameter pytree must have the structure of params; got '
+          f'{rates_def}, expected {params_def}.')
+
+    def check(path, p, r):
+      shape = np.shape(r)[1:] if per_step else np.shape(r)
+      if p is not None and not _broadcasts_to(shape, np.shape(p)):
         raise ValueError(
-            'inner_lr as a schedule must have shape [num_steps] = '
-            f'[{num_steps}], got shape {np.shape(inner_lr)}.')
-      _check_finite('inner_lr', inner_lr)
-      return 'schedule', inner_lr
-    raise ValueError(
-        'inner_lr must be a scalar, a [num_steps] schedule, a callable '
-        'schedule, or a pytree with the structure of params; got an array of '
-        f'shape {np.shape(inner_lr)}.')
+            f'inner_lr{jax.tree_util.keystr(path)} has shape {np.shape(r)}, not '
+            f'broadcastable to the parameter shape {np.shape(p)}'
+            + (' after its leading step axis.' if per_step else '.'))
+
+    jax.tree_util.tree_map_with_path(check, params, rates, is_leaf=_is_none)
+    return ScaleByRatesState(count=jnp.zeros([], jnp.int32)) if per_step else optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    step_rates = rates
+    if per_step:
+      step_rates = jax.tree_util.tree_map(lambda r: r[state.count], rates)
+      state = ScaleByRatesState(count=state.count + 1)
+    scale = lambda g, r: None if g is None else -r * g
+    return jax.tree_util.tree_map(scale, updates, step_rates, is_leaf=_is_none), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def _broadcasts_to(shape, target) -> bool:
+  try:
+    return np.broadcast_shapes(shape, target) == tuple(target)
+  except ValueError:
+    return False
+
+
+def is_per_parameter(inner_lr: InnerLR) -> bool:
+  """Whether ``inner_lr`` is a per-parameter pytree (not a scalar, array or callable)."""
+  return not callable(inner_lr) and not isinstance(
+      inner_lr, (numbers.Number, np.ndarray, jax.Array))
+
+
+def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation:
+  """Plain gradient descent ``params - inner_lr * grad`` for any ``InnerLR``, checked.
+
+  A scalar gives ``optax.sgd(inner_lr)``; a schedule ``optax.sgd`` of it,
+  evaluated (and checked finite) at steps ``0 .. num_steps - 1``; a pytree
+  ``scale_by_rates(inner_lr)``.
+
+  Raises:
+    TypeError, ValueError: naming ``inner_lr``, for a missing, non-numeric,
+      non-finite or malformed rate, before any compute.
+  """
+  num_steps = checks.positive_int(num_steps, 'num_steps')
   if inner_lr is None:
     raise TypeError('inner_lr is required (a scalar, schedule or pytree).')
-  _check_finite('inner_lr', inner_lr)
-  return 'tree', inner_lr
+  if callable(inner_lr):
+    inner_lr = jnp.broadcast_to(jnp.asarray(inner_lr(jnp.arange(num_steps))), (num_steps,))
+  if is_per_parameter(inner_lr):
+    checks.finite_leaves(inner_lr, 'inner_lr')
+    return scale_by_rates(inner_lr)
+  checks.finite_leaves(inner_lr, 'inner_lr')
+  if np.ndim(inner_lr) == 0:
+    return optax.sgd(inner_lr)
+  if np.ndim(inner_lr) == 1:
+    if np.shape(inner_lr)[0] != num_steps:
+      raise ValueError(
+          f'inner_lr as a schedule must have shape [num_steps] = [{num_steps}], got shape '
+          f'{np.shape(inner_lr)}.')
+    rates = jnp.asarray(inner_lr)
+    return optax.sgd(lambda count: rates[count])
+  raise ValueError(
+      'inner_lr must be a scalar, a [num_steps] schedule, a callable schedule, or a pytree '
+      f'with the structure of params; got an array of shape {np.shape(inner_lr)}.')
 
 
-def mask_flags(mask, params) -> list[bool]:
-  """The flattened ``mask`` (a bool pytree, or ``params -> bool pytree``), checked."""
-  if callable(mask):
-    mask = mask(params)
-  mask_def = jax.tree_util.tree_structure(mask)
-  params_def = jax.tree_util.tree_structure(params)
-  if mask_def != params_def:
-    raise ValueError(
-        f'mask must have the structure of params; got {mask_def}, expected {params_def}.')
-  flags = jax.tree_util.tree_leaves(mask)
-  if not all(isinstance(m, (bool, np.bool_)) for m in flags):
-    raise TypeError(f'mask leaves must be Python bools, got {flags}.')
-  if not any(flags):
-    raise ValueError('mask selects no parameter.')
-  return [bool(m) for m in flags]
+def sgd_or(inner_optimizer: optax.GradientTransformation | None, inner_lr: InnerLR | None,
+           num_steps: int) -> optax.GradientTransformation:
+  """``inner_optimizer``, or ``inner_sgd(inner_lr, num_steps)``: exactly one of them is given."""
+  if inner_lr is None and inner_optimizer is None:
+    raise TypeError('inner_lr is required (a scalar, schedule or pytree) unless '
+                    'inner_optimizer is given.')
+  if inner_lr is not None and inner_optimizer is not None:
+    raise TypeError('Give exactly one of inner_lr and inner_optimizer, not both.')
+  return inner_sgd(inner_lr, num_steps) if inner_optimizer is None else inner_optimizer
 
 
-def make_adapt(
+def make_trajectory(
     loss_fn: base.LossFn,
+    inner_optimizer: optax.GradientTransformation,
     *,
-    inner_lr: InnerLR | None = None,
     num_steps: int,
+    observe: Observe,
     first_order: bool = False,
     remat: bool | int = False,
     unroll: int | bool | None = None,
     has_aux: bool = False,
     mask: Any = None,
-    inner_optimizer: optax.GradientTransformation | None = None,
     per_step_support: bool = False,
-) -> base.AdaptFn:
-  """Builds ``adapt(params, support)``: gradient descent on one task.
+) -> Callable[[base.Params, base.Batch], tuple[base.Params, jax.Array, Any]]:
+  """Builds ``trajectory(params, support)``: the inner loop, observed after every step.
 
-  Each step is ``params <- params - inner_lr * grad loss_fn(params, support)``,
-  with ``jax.grad`` inside ``jax.lax.scan`` (or an Optax update, with
-  ``inner_optimizer``).
+  Step ``k`` computes ``g = jax.grad(loss_fn)(params, batch_k)`` and applies
+  ``inner_optimizer``'s update of ``g`` (its state starts fresh for every
+  call), inside ``jax.lax.scan``; then records ``observe(params, batch_k)``.
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, aux)`` with
       ``has_aux=True``), ``loss`` a scalar.
-    inner_lr: the inner learning rate: a scalar, a per-step schedule (``[num_steps]``
-      array or callable), or a per-parameter pytree. See ``InnerLR``.
-    num_steps: number of inner gradient steps, a positive int.
+    inner_optimizer: the update rule, an ``optax.GradientTransformation``:
+      ``optax.sgd(lr)`` (or ``inner_sgd(inner_lr, num_steps)`` for schedules and
+      per-parameter rates), ``scale_by_rates`` for learned rates,
+      ``optax.adam(...)``.
+    num_steps: number of inner steps, a positive int.
+    observe: ``observe(params, batch) -> pytree``, called after every step
+      with the parameters after it and that step's batch.
     first_order: if True, ``lax.stop_gradient`` is applied to each inner
-      gradient, so differentiating through ``adapt`` drops second-order terms
+      gradient, so differentiating through the loop drops second-order terms
       (first-order MAML).
     remat: rematerialisation of the inner loop for the backward pass.
       ``True`` (or 1): each step is wrapped in ``jax.checkpoint``; the
@@ -170,49 +211,30 @@ def make_adapt(
       the inner loop.
     mask: which parameters the inner loop adapts: a pytree of Python bools
       with the structure of ``params``, or a function ``params -> mask``.
-      Only ``True`` leaves are differentiated and updated; the others stay as
+      Only ``True`` leaves are differentiated and updated (the optimizer sees
+      ``None`` for the others, as with ``optax.masked``); the others stay as
       they are (ANIL adapts the head only). ``None`` adapts everything.
-    inner_optimizer: an Optax optimizer for the inner loop instead of plain
-      gradient descent (Reptile uses Adam); its state starts fresh for every
-      task. Give either this or ``inner_lr``.
     per_step_support: if True, every leaf of ``support`` has a leading
-      ``[num_steps]`` axis and step ``i`` uses ``support[i]`` (inner
+      ``[num_steps]`` axis and step ``k`` uses ``support[k]`` (inner
       mini-batches, as Reptile's ``inner_batch_size``); otherwise every step
       uses the whole ``support``.
 
   Returns:
-    ``adapt(params, support) -> (adapted_params, support_losses)``, where
-    ``support_losses`` has shape ``[num_steps]`` and holds the support loss
-    (of that step's batch) *before* each step.
+    ``trajectory(params, support) -> (adapted_params, support_losses,
+    observed)``: ``support_losses`` has shape ``[num_steps]`` and holds the
+    support loss (of that step's batch) *before* each step; ``observed`` is
+    ``observe``'s output stacked on a leading ``[num_steps]`` axis.
 
   Raises:
-    TypeError, ValueError: for a non-positive ``num_steps``, a non-finite or
-      malformed ``inner_lr``, both or neither of ``inner_lr`` and
-      ``inner_optimizer``, or a malformed ``unroll`` or ``mask``, before any
-      compute.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from jaxmaml import make_adapt
-    >>> loss = lambda w, batch: jnp.mean((batch[0] * w - batch[1]) ** 2)
-    >>> adapt = make_adapt(loss, inner_lr=0.1, num_steps=3)
-    >>> w, losses = adapt(jnp.array(0.0), (jnp.ones(4), 2 * jnp.ones(4)))
-    >>> losses.shape
-    (3,)
+    TypeError, ValueError: for a non-positive ``num_steps``, an
+      ``inner_optimizer`` that is not a ``GradientTransformation``, or a
+      malformed ``remat``, ``unroll`` or ``mask``, before any compute.
   """
-  num_steps = check_num_steps(num_steps)
-  if inner_lr is None and inner_optimizer is None:
-    raise TypeError('inner_lr is required (a scalar, schedule or pytree) unless '
-                    'inner_optimizer is given.')
-  if inner_lr is not None and inner_optimizer is not None:
-    raise TypeError('Give exactly one of inner_lr and inner_optimizer, not both.')
-  if inner_optimizer is None:
-    lr_kind, inner_lr = normalize_inner_lr(inner_lr, num_steps)
-  else:
-    lr_kind = 'optimizer'
-    if not isinstance(inner_optimizer, optax.GradientTransformation):
-      raise TypeError(
-          f'inner_optimizer must be an optax.GradientTransformation, got {inner_optimizer!r}.')
+  num_steps = checks.positive_int(num_steps, 'num_steps')
+  if not isinstance(inner_optimizer, optax.GradientTransformation):
+    raise TypeError(
+        'inner_optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1), or '
+        f'jaxmaml.adapt.inner_sgd(inner_lr, num_steps) for schedules), got {inner_optimizer!r}.')
   if not isinstance(remat, numbers.Integral) or remat < 0:
     raise ValueError(f'remat must be a bool or a positive int (segment length), got {remat!r}.')
   segment = int(remat)
@@ -221,61 +243,43 @@ def make_adapt(
   elif not isinstance(unroll, bool) and (
       not isinstance(unroll, numbers.Integral) or unroll <= 0):
     raise ValueError(f'unroll must be a bool, a positive int or None, got {unroll!r}.')
+  inner_loss = kit.loss_only(loss_fn, has_aux)
 
-  def adapt(params: base.Params, support: base.Batch):
+  def trajectory(params: base.Params, support: base.Batch):
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags = [True] * len(leaves) if mask is None else mask_flags(mask, params)
-    if lr_kind == 'tree':
-      lr_def = jax.tree_util.tree_structure(inner_lr)
-      if lr_def != treedef:
-        raise ValueError(
-            'inner_lr as a per-parameter pytree must have the structure of '
-            f'params; got {lr_def}, expected {treedef}.')
-      jax.tree_util.tree_map_with_path(_check_broadcastable, inner_lr, params)
-      rates = [r for r, m in zip(jax.tree_util.tree_leaves(inner_lr), flags) if m]
-
-    def full(adapted):
-      """The whole parameter pytree from the list of adapted leaves."""
-      adapted = iter(adapted)
-      return treedef.unflatten([next(adapted) if m else p for p, m in zip(leaves, flags)])
-
-    def inner_loss(adapted, batch):
-      out = loss_fn(full(adapted), batch)
-      return out[0] if has_aux else out
-
-    def step(carry, x):
-      (adapted, opt_state), (step_lr, batch) = carry, x
-      loss, grads = jax.value_and_grad(inner_loss)(
-          adapted, batch if per_step_support else support)
-      if first_order:
-        grads = jax.lax.stop_gradient(grads)
-      if lr_kind == 'optimizer':
-        updates, opt_state = inner_optimizer.update(grads, opt_state, adapted)
-        adapted = optax.apply_updates(adapted, updates)
-      elif lr_kind == 'tree':
-        adapted = [p - a * g for p, a, g in zip(adapted, rates, grads)]
-      else:
-        rate = step_lr if lr_kind == 'schedule' else inner_lr
-        adapted = [p - rate * g for p, g in zip(adapted, grads)]
-      return (adapted, opt_state), loss
-
-    if remat:
-      step = jax.checkpoint(step)
-    scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length,
-                                                  unroll=unroll)
-    xs = (inner_lr if lr_kind == 'schedule' else None,
-          support if per_step_support else None)
+    flags = [True] * len(leaves) if mask is None else checks.bool_mask(mask, params)
     if per_step_support:
       for leaf in jax.tree_util.tree_leaves(support):
         if np.shape(leaf)[:1] != (num_steps,):
           raise ValueError(
               'with per_step_support=True every support leaf needs a leading '
               f'[num_steps] = [{num_steps}] axis, got shape {np.shape(leaf)}.')
-    adapted = [p for p, m in zip(leaves, flags) if m]
-    carry = (adapted, None if inner_optimizer is None else inner_optimizer.init(adapted))
+
+    def full(adapted):
+      """The whole parameter pytree: the adapted leaves, the others as they were."""
+      return jax.tree_util.tree_map(lambda a, p: p if a is None else a, adapted, params,
+                                    is_leaf=_is_none)
+
+    def step(carry, batch):
+      adapted, opt_state = carry
+      batch = batch if per_step_support else support
+      loss, grads = jax.value_and_grad(lambda a: inner_loss(full(a), batch))(adapted)
+      if first_order:
+        grads = jax.lax.stop_gradient(grads)
+      updates, opt_state = inner_optimizer.update(grads, opt_state, adapted)
+      adapted = optax.apply_updates(adapted, updates)
+      return (adapted, opt_state), (loss, observe(full(adapted), batch))
+
+    if remat:
+      step = jax.checkpoint(step)
+    scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length,
+                                                  unroll=unroll)
+    xs = support if per_step_support else None
+    adapted = treedef.unflatten([p if m else None for p, m in zip(leaves, flags)])
+    carry = (adapted, inner_optimizer.init(adapted))
     if segment <= 1 or segment >= num_steps:
-      carry, losses = scan(carry, xs, num_steps)
-      return full(carry[0]), losses
+      carry, (losses, observed) = scan(carry, xs, num_steps)
+      return full(carry[0]), losses, observed
     # Two-level checkpointing: a checkpointed scan over whole segments, then
     # the remaining steps.
     num_segments = num_steps // segment
@@ -283,12 +287,57 @@ def make_adapt(
     segment_xs = jax.tree_util.tree_map(
         lambda x: x[:split].reshape(num_segments, segment, *x.shape[1:]), xs)
     run_segment = jax.checkpoint(lambda carry, xs: scan(carry, xs, segment))
-    carry, losses = jax.lax.scan(run_segment, carry, segment_xs, length=num_segments)
-    losses = losses.reshape(split)
+    carry, outs = jax.lax.scan(run_segment, carry, segment_xs, length=num_segments)
+    outs = jax.tree_util.tree_map(lambda x: x.reshape(split, *x.shape[2:]), outs)
     if split < num_steps:
       carry, rest = scan(carry, jax.tree_util.tree_map(lambda x: x[split:], xs),
                          num_steps - split)
-      losses = jnp.concatenate([losses, rest])
-    return full(carry[0]), losses
+      outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
+    return full(carry[0]), *outs
+
+  return trajectory
+
+
+def _nothing(params, batch):
+  del params, batch
+  return None
+
+
+def make_adapt(
+    loss_fn: base.LossFn,
+    inner_optimizer: optax.GradientTransformation,
+    *,
+    num_steps: int,
+    **options,
+) -> base.AdaptFn:
+  """Builds ``adapt(params, support)``: ``num_steps`` inner updates on one task.
+
+  ``make_trajectory`` without observations.
+
+  Args:
+    loss_fn, inner_optimizer, num_steps: as for ``make_trajectory``.
+    **options: ``first_order``, ``remat``, ``unroll``, ``has_aux``, ``mask``,
+      ``per_step_support``, as for ``make_trajectory``.
+
+  Returns:
+    ``adapt(params, support) -> (adapted_params, support_losses)``, where
+    ``support_losses`` has shape ``[num_steps]`` and holds the support loss
+    (of that step's batch) *before* each step.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxmaml import make_adapt
+    >>> loss = lambda w, batch: jnp.mean((batch[0] * w - batch[1]) ** 2)
+    >>> adapt = make_adapt(loss, optax.sgd(0.1), num_steps=3)
+    >>> w, losses = adapt(jnp.array(0.0), (jnp.ones(4), 2 * jnp.ones(4)))
+    >>> losses.shape
+    (3,)
+  """
+  trajectory = make_trajectory(loss_fn, inner_optimizer, num_steps=num_steps, observe=_nothing,
+                               **options)
+
+  def adapt(params: base.Params, support: base.Batch):
+    adapted, losses, _ = trajectory(params, support)
+    return adapted, losses
 
   return adapt

@@ -2,42 +2,19 @@
 
 A checkpoint is written to a temporary file in the same directory and moved
 into place with ``os.replace``, so a crash mid-write leaves the previous
-checkpoint intact, never a truncated one.
+checkpoint intact, never a truncated one (``jaxmaml.files.atomic_write``).
 """
 
 import json
 import os
-import pathlib
-import tempfile
-from typing import Any, BinaryIO, Callable
+import typing
+from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 
-
-def default_cache_dir() -> pathlib.Path:
-  """Where preprocessed datasets are cached: ``$JAXMAML_CACHE``, else ``~/.cache/jaxmaml``."""
-  return pathlib.Path(os.environ.get('JAXMAML_CACHE') or '~/.cache/jaxmaml').expanduser()
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
-  """Calls ``write(file)`` on a temporary file beside ``path``, then moves it
-  into place with ``os.replace``: readers see the old file or the new one,
-  never a partial one. Creates the parent directory."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+from jaxmaml.files import atomic_write
 
 
 def save_checkpoint(path: str, target: Any, metadata: dict | None = None) -> None:
@@ -65,7 +42,7 @@ def restore_checkpoint(path: str, target: Any) -> tuple[Any, dict] | None:
     return None
   with open(path, 'rb') as f:
     try:
-      payload = flax.serialization.msgpack_restore(f.read())
+      payload = typing.cast(dict, flax.serialization.msgpack_restore(f.read()))
       restored = flax.serialization.from_state_dict(target, payload['state'])
     except Exception as e:  # Malformed file or mismatched structure.
       raise ValueError(f'{path} is not a checkpoint matching the target: {e}') from e

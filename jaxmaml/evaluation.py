@@ -10,6 +10,8 @@ import numpy as np
 
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
+from jaxmaml import checks
+from jaxmaml import kit
 from jaxmaml import tasks as tasks_lib
 
 
@@ -55,20 +57,18 @@ def evaluate(
 
 
 @functools.partial(
-    jax.jit, static_argnames=('loss_fn', 'has_aux', 'task_map', 'batch_size'))
-def _adaptation_curve(loss_fn, params, tasks, rates, has_aux, task_map, batch_size):
+    jax.jit, static_argnames=('loss_fn', 'has_aux', 'num_steps', 'task_map', 'batch_size'))
+def _adaptation_curve(loss_fn, params, tasks, inner_lr, has_aux, num_steps, task_map,
+                      batch_size):
   def score(p, batch):
-    out = loss_fn(p, batch)
-    loss, aux = out if has_aux else (out, {})
+    loss, aux = kit.split_aux(loss_fn(p, batch), has_aux)
     return {**aux, 'loss': loss}
 
   def one_task(task):
-    def step(p, rate):
-      adapt = adapt_lib.make_adapt(loss_fn, inner_lr=rate, num_steps=1, has_aux=has_aux)
-      p = adapt(p, task.support)[0]
-      return p, score(p, task.query)
-
-    _, after = jax.lax.scan(step, params, rates)
+    trajectory = adapt_lib.make_trajectory(
+        loss_fn, adapt_lib.inner_sgd(inner_lr, num_steps), num_steps=num_steps,
+        observe=lambda p, _: score(p, task.query), has_aux=has_aux, unroll=1)
+    _, _, after = trajectory(params, task.support)
     before = score(params, task.query)
     return jax.tree_util.tree_map(
         lambda b, a: jnp.concatenate([b[None], a]), before, after)
@@ -106,14 +106,17 @@ def adaptation_curve(
     A dict with ``loss`` (and the loss function's metrics), each shaped
     ``[num_tasks, num_steps + 1]``; column ``k`` is after ``k`` steps.
   """
-  num_steps = adapt_lib.check_num_steps(num_steps)
-  kind, rates = adapt_lib.normalize_inner_lr(inner_lr, num_steps)
-  if kind == 'tree':
+  num_steps = checks.positive_int(num_steps, 'num_steps')
+  if callable(inner_lr):
+    inner_lr = inner_lr(jnp.arange(num_steps))
+  adapt_lib.inner_sgd(inner_lr, num_steps)  # Checks inner_lr before any compute.
+  if adapt_lib.is_per_parameter(inner_lr):
     raise ValueError('adaptation_curve takes a scalar or schedule inner_lr, not a pytree.')
-  rates = jnp.broadcast_to(jnp.asarray(rates, jnp.float32), (num_steps,))
+  rates = jnp.broadcast_to(jnp.asarray(inner_lr, jnp.float32), (num_steps,))
   tasks_lib.check_task_map(task_map, batch_size)
   tasks_lib.check_tasks(tasks)
-  return _adaptation_curve(loss_fn, params, tasks, rates, has_aux, task_map, batch_size)
+  return _adaptation_curve(loss_fn, params, tasks, rates, has_aux, num_steps, task_map,
+                           batch_size)
 
 
 def mean_confidence_interval(values, confidence: float = 0.95) -> tuple[float, float]:

@@ -18,17 +18,14 @@ found by a few conjugate-gradient iterations on Hessian-vector products. Only
 kept for the backward pass, and memory does not grow with ``num_steps``.
 """
 
-import numbers
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
-from jaxmaml.maml import identity
-from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml import checks
+from jaxmaml import kit
 
 
 def _vdot(a: base.Params, b: base.Params) -> jax.Array:
@@ -38,7 +35,7 @@ def _vdot(a: base.Params, b: base.Params) -> jax.Array:
   return sum(leaves[1:], leaves[0])
 
 
-def _axpy(alpha: jax.Array, x: base.Params, y: base.Params) -> base.Params:
+def _axpy(alpha: float | jax.Array, x: base.Params, y: base.Params) -> base.Params:
   """``alpha * x + y`` leaf by leaf, keeping the dtypes of ``y``."""
   return jax.tree_util.tree_map(lambda a, b: (alpha * a + b).astype(b.dtype), x, y)
 
@@ -72,7 +69,7 @@ def conjugate_gradient(matvec, b: base.Params, num_steps: int):
     >>> print([round(float(v), 4) for v in x], float(residual) < 1e-5)
     [0.2, 0.6] True
   """
-  num_steps = adapt_lib.check_num_steps(num_steps, 'num_steps')
+  num_steps = checks.positive_int(num_steps, 'num_steps')
 
   def safe_div(num, den):
     # 0 / 0 only happens once the residual is exactly 0: stay there.
@@ -93,19 +90,6 @@ def conjugate_gradient(matvec, b: base.Params, num_steps: int):
   x0 = jax.tree_util.tree_map(jnp.zeros_like, b)
   x, _, _, rs = jax.lax.fori_loop(0, num_steps, body, (x0, b, b, rs0))
   return x, jnp.sqrt(safe_div(rs, rs0))
-
-
-def _check_real(name: str, value, positive: bool) -> float:
-  """``value`` as a float, or an error naming ``name`` unless finite and > 0 (>= 0)."""
-  kind = 'positive' if positive else 'non-negative'
-  if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, jax.Array)):
-    raise TypeError(f'{name} must be a {kind} real number, got {value!r}.')
-  if isinstance(value, jax.core.Tracer) or np.ndim(value) != 0:
-    raise TypeError(f'{name} must be a concrete scalar, got {value!r}.')
-  result = float(value)
-  if not np.isfinite(result) or result < 0 or (positive and result == 0):
-    raise ValueError(f'{name} must be {kind} and finite, got {value!r}.')
-  return result
 
 
 def imaml(
@@ -204,14 +188,11 @@ def imaml(
     >>> print(f"{float(grad):.3f}", sorted(metrics))
     -0.222 ['cg_residual', 'loss', 'support_losses']
   """
-  reg = _check_real('reg', reg, positive=True)
-  identity_coef = 1.0 + _check_real('cg_damping', cg_damping, positive=False)
-  hessian_coef = 1.0 / (reg + _check_real('reg_damping', reg_damping, positive=False))
-  cg_steps = adapt_lib.check_num_steps(cg_steps, 'cg_steps')
-
-  def value(params, batch):
-    out = loss_fn(params, batch)
-    return out[0] if has_aux else out
+  reg = checks.real_number(reg, 'reg', positive=True)
+  identity_coef = 1.0 + checks.real_number(cg_damping, 'cg_damping', positive=False)
+  hessian_coef = 1.0 / (reg + checks.real_number(reg_damping, 'reg_damping', positive=False))
+  cg_steps = checks.positive_int(cg_steps, 'cg_steps')
+  value = kit.loss_only(loss_fn, has_aux)
 
   def proximal_loss(phi, batch):
     anchor, support = batch
@@ -221,20 +202,17 @@ def imaml(
 
   proximal_adapt = adapt_lib.make_adapt(
       proximal_loss,
-      inner_lr=inner_lr,
+      adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
       num_steps=num_steps,
       first_order=True,
       unroll=unroll,
-      inner_optimizer=inner_optimizer,
   )
 
   def adapt(params: base.Params, support: base.Batch):
     return proximal_adapt(params, (jax.lax.stop_gradient(params), support))
 
   def query_value_and_grad(phi, query):
-    def scored(p):
-      out = loss_fn(p, query)
-      return out if has_aux else (out, {})
+    scored = lambda p: kit.split_aux(loss_fn(p, query), has_aux)
     return jax.value_and_grad(scored, has_aux=True)(phi)
 
   def task_grad(params: base.Params, task: base.Task, iteration=None):
@@ -249,8 +227,8 @@ def imaml(
                'cg_residual': residual}
 
   return base.MetaLearner(
-      init=identity,
+      init=kit.identity,
       adapt=adapt,
-      task_loss=task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux),
+      task_loss=kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux),
       task_grad=task_grad,
   )

@@ -1,34 +1,8 @@
 """MAML (Finn et al., 2017) and first-order MAML as a ``MetaLearner`` record."""
 
-import jax
-
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
-
-
-def task_loss_from_adapt(
-    adapt: base.AdaptFn, loss_fn: base.LossFn, *, has_aux: bool = False
-) -> base.TaskLossFn:
-  """The MAML meta-objective of one task: adapt on support, score on query.
-
-  Args:
-    adapt: the inner loop, ``(params, support) -> (adapted, support_losses)``.
-    loss_fn: the loss used on the query set (same contract as for ``adapt``).
-    has_aux: whether ``loss_fn`` returns ``(loss, metrics_dict)``.
-
-  Returns:
-    ``task_loss(params, task) -> (query_loss, metrics)``; metrics hold
-    ``loss`` (scalar), ``support_losses`` (``[num_steps]``) and the query
-    metrics of ``loss_fn``.
-  """
-
-  def task_loss(params: base.Params, task: base.Task):
-    adapted, support_losses = adapt(params, task.support)
-    out = loss_fn(adapted, task.query)
-    loss, aux = out if has_aux else (out, {})
-    return loss, {**aux, 'loss': loss, 'support_losses': support_losses}
-
-  return task_loss
+from jaxmaml import kit
 
 
 def maml(
@@ -81,7 +55,7 @@ def maml(
   """
   adapt = adapt_lib.make_adapt(
       loss_fn,
-      inner_lr=inner_lr,
+      adapt_lib.inner_sgd(inner_lr, num_steps),
       num_steps=num_steps,
       first_order=first_order,
       remat=remat,
@@ -89,26 +63,11 @@ def maml(
       has_aux=has_aux,
       mask=mask,
   )
-  task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
+  task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
   return base.MetaLearner(
-      init=identity,
+      init=kit.identity,
       adapt=adapt,
       task_loss=task_loss,
-      task_grad=grad_of(task_loss),
+      task_grad=kit.grad_of(task_loss),
   )
 
-
-def identity(params: base.Params) -> base.Params:
-  """``MetaLearner.init`` of algorithms whose meta-parameters are the model's."""
-  return params
-
-
-def grad_of(task_loss: base.TaskLossFn) -> base.TaskGradFn:
-  """``task_grad`` as the exact gradient of ``task_loss`` (``iteration`` unused)."""
-  grad = jax.grad(task_loss, has_aux=True)
-
-  def task_grad(params, task, iteration=None):
-    del iteration
-    return grad(params, task)
-
-  return task_grad

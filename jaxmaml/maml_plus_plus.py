@@ -23,6 +23,8 @@ import jax.numpy as jnp
 
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
+from jaxmaml import checks
+from jaxmaml import kit
 
 MIN_NON_FINAL_WEIGHT = 0.03
 """Each non-final step's MSL weight stays at least ``0.03 / num_steps`` (the paper's code)."""
@@ -114,20 +116,16 @@ def maml_plus_plus(
     >>> metrics['step_losses'].shape
     (2,)
   """
-  num_steps = adapt_lib.check_num_steps(num_steps)
-  adapt_lib.check_scalar_rate(inner_lr, 'inner_lr')
-  for name, value in (('msl_iterations', msl_iterations),
-                      ('first_order_iterations', first_order_iterations)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      raise ValueError(f'{name} must be an int >= 0, got {value!r}.')
-  if unroll is None:
-    unroll = 1 if remat else num_steps <= adapt_lib.MAX_DEFAULT_UNROLL
+  num_steps = checks.positive_int(num_steps, 'num_steps')
+  checks.finite_scalar(inner_lr, 'inner_lr')
+  checks.int_at_least(msl_iterations, 'msl_iterations', 0)
+  checks.int_at_least(first_order_iterations, 'first_order_iterations', 0)
 
   def bn_flags(params):
     if per_step_bn is None:
       return jax.tree_util.tree_map(lambda _: False, params)
     mask = per_step_bn(params) if callable(per_step_bn) else per_step_bn
-    adapt_lib.mask_flags(mask, params)  # Checks the structure.
+    checks.bool_mask(mask, params)  # Checks the structure.
     return mask
 
   def init(params: base.Params) -> base.Params:
@@ -138,33 +136,28 @@ def maml_plus_plus(
         params, bn_flags(params))
     return {'params': stacked, 'inner_lr': rates}
 
-  def at_step(params, flags, k):
-    """The model parameters of step ``k``: slice ``k`` of the per-step stacks."""
-    return jax.tree_util.tree_map(lambda p, m: p[k] if m else p, params, flags)
-
   def run(meta_params, task: base.Task, first_order: bool):
-    """Adapts step by step; the query loss after each step, ``[num_steps]``."""
+    """Adapts step by step; the query loss (and metrics) after each step, ``[num_steps]``."""
     params, rates = meta_params['params'], meta_params['inner_lr']
     if not learn_inner_lr:
       rates = jax.lax.stop_gradient(rates)
     flags = bn_flags(params)  # Per-step BatchNorm stacks: read, not adapted.
-    adapt_mask = None if per_step_bn is None else jax.tree_util.tree_map(lambda m: not m, flags)
 
-    def step(params, xs):
-      k, step_rates = xs
-      step_loss = lambda p, batch: loss_fn(at_step(p, flags, k), batch)
-      one_step = adapt_lib.make_adapt(step_loss, inner_lr=step_rates, num_steps=1,
-                                      first_order=first_order, has_aux=has_aux,
-                                      mask=adapt_mask)
-      params, support_loss = one_step(params, task.support)
-      out = loss_fn(at_step(params, flags, k), task.query)
-      loss, aux = out if has_aux else (out, {})
-      return params, (support_loss[0], loss, aux)
+    def at_step(params, k):
+      """The model parameters of step ``k``: slice ``k`` of the per-step stacks."""
+      return jax.tree_util.tree_map(lambda p, m: p[k] if m else p, params, flags)
 
-    if remat:
-      step = jax.checkpoint(step)
-    params, (support_losses, losses, aux) = jax.lax.scan(
-        step, params, (jnp.arange(num_steps), rates), unroll=unroll)
+    # The per-step "support" is the step index: step k reads slice k of the
+    # per-step parameters, on the whole support set.
+    trajectory = adapt_lib.make_trajectory(
+        lambda p, k: loss_fn(at_step(p, k), task.support),
+        adapt_lib.scale_by_rates(rates, per_step=True),
+        num_steps=num_steps,
+        observe=lambda p, k: kit.split_aux(loss_fn(at_step(p, k), task.query), has_aux),
+        first_order=first_order, remat=remat, unroll=unroll, has_aux=has_aux,
+        mask=None if per_step_bn is None else jax.tree_util.tree_map(lambda m: not m, flags),
+        per_step_support=True)
+    params, support_losses, (losses, aux) = trajectory(params, jnp.arange(num_steps))
     return params, support_losses, losses, aux
 
   def adapt(meta_params, support):

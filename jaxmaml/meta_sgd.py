@@ -5,8 +5,8 @@ import jax.numpy as jnp
 
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
-from jaxmaml.maml import grad_of
-from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml import checks
+from jaxmaml import kit
 
 
 def meta_sgd(
@@ -49,8 +49,8 @@ def meta_sgd(
     >>> print(f"{float(grad['params']):.2f} {float(grad['inner_lr']):.2f}")
     -1.28 -3.20
   """
-  adapt_lib.check_num_steps(num_steps)
-  adapt_lib.check_scalar_rate(init_lr, 'init_lr')
+  checks.positive_int(num_steps, 'num_steps')
+  checks.finite_scalar(init_lr, 'init_lr')
 
   def init(params: base.Params) -> base.Params:
     rates = jax.tree_util.tree_map(lambda p: jnp.full(jnp.shape(p), init_lr, jnp.result_type(p)),
@@ -58,11 +58,11 @@ def meta_sgd(
     return {'params': params, 'inner_lr': rates}
 
   def adapt(meta_params: base.Params, support: base.Batch):
-    inner = adapt_lib.make_adapt(loss_fn, inner_lr=meta_params['inner_lr'], num_steps=num_steps,
-                                 first_order=first_order, remat=remat, unroll=unroll,
-                                 has_aux=has_aux)
+    inner = adapt_lib.make_adapt(loss_fn, adapt_lib.scale_by_rates(meta_params['inner_lr']),
+                                 num_steps=num_steps, first_order=first_order, remat=remat,
+                                 unroll=unroll, has_aux=has_aux)
     return inner(meta_params['params'], support)
 
-  task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
+  task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
   return base.MetaLearner(init=init, adapt=adapt, task_loss=task_loss,
-                          task_grad=grad_of(task_loss))
+                          task_grad=kit.grad_of(task_loss))

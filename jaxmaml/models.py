@@ -7,6 +7,7 @@ would need ``nnx.split``/``nnx.merge`` around every call to get the same
 functional form; linen gives it directly.)
 """
 
+import typing
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -35,7 +36,12 @@ class MLP(nn.Module):
 
 def apply_fn(model: nn.Module) -> Callable[[dict, jax.Array], jax.Array]:
   """``(params, inputs) -> outputs`` for a linen module without mutable state."""
-  return lambda params, inputs: model.apply({'params': params}, inputs)
+
+  def apply(params: dict, inputs: jax.Array) -> jax.Array:
+    # Without mutable collections, apply returns the outputs alone.
+    return typing.cast(jax.Array, model.apply({'params': params}, inputs))
+
+  return apply
 
 
 CONV_IMPLS = ('matmul', 'xla')

@@ -13,10 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
-from jaxmaml.maml import grad_of
-from jaxmaml.maml import identity
+from jaxmaml import checks
+from jaxmaml import kit
 
 EmbedFn = Callable[[base.Params, jax.Array], jax.Array]
 """``embed_fn(params, inputs [n, ...]) -> embeddings [n, dim]``."""
@@ -91,7 +90,7 @@ def protonets(
     >>> print(f"{float(metrics['accuracy']):.1f}", metrics['support_losses'].shape)
     1.0 (0,)
   """
-  num_ways = adapt_lib.check_num_steps(num_ways, 'num_ways')
+  num_ways = checks.positive_int(num_ways, 'num_ways')
 
   def embed(params, inputs, name):
     embeddings = embed_fn(params, inputs)
@@ -121,8 +120,8 @@ def protonets(
     return loss, {'loss': loss, 'accuracy': accuracy, 'support_losses': support_losses}
 
   return base.MetaLearner(
-      init=identity,
+      init=kit.identity,
       adapt=adapt,
       task_loss=task_loss,
-      task_grad=grad_of(task_loss),
+      task_grad=kit.grad_of(task_loss),
   )

@@ -1,15 +1,13 @@
 """Reptile (Nichol et al., 2018): move the initialisation towards adapted parameters."""
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxmaml import adapt as adapt_lib
 from jaxmaml import base
-from jaxmaml.maml import identity
-from jaxmaml.maml import task_loss_from_adapt
+from jaxmaml import checks
+from jaxmaml import kit
 
 
 def reptile(
@@ -66,14 +64,11 @@ def reptile(
     >>> float(direction)
     -0.5
   """
-  if inner_batch_size is not None and (
-      isinstance(inner_batch_size, bool)
-      or not isinstance(inner_batch_size, numbers.Integral) or inner_batch_size < 1):
-    raise ValueError(f'inner_batch_size must be a positive int or None, got {inner_batch_size!r}.')
+  checks.optional_positive_int(inner_batch_size, 'inner_batch_size')
   adapt_batches = adapt_lib.make_adapt(
-      loss_fn, inner_lr=inner_lr, num_steps=num_steps, first_order=True, unroll=unroll,
-      has_aux=has_aux, inner_optimizer=inner_optimizer,
-      per_step_support=inner_batch_size is not None)
+      loss_fn, adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps), num_steps=num_steps,
+      first_order=True, unroll=unroll,
+      has_aux=has_aux, per_step_support=inner_batch_size is not None)
 
   def adapt(params: base.Params, support: base.Batch):
     if inner_batch_size is None:
@@ -81,15 +76,14 @@ def reptile(
     size = jax.tree_util.tree_leaves(support)[0].shape[0]
     index = jnp.arange(num_steps * inner_batch_size).reshape(num_steps, -1) % size
     return adapt_batches(params, jax.tree_util.tree_map(lambda x: x[index], support))
-  task_loss = task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
+  task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
 
   def task_grad(params: base.Params, task: base.Task, iteration=None):
     del iteration
     adapted, support_losses = adapt(params, task.support)
-    out = loss_fn(adapted, task.query)
-    loss, aux = out if has_aux else (out, {})
+    loss, aux = kit.split_aux(loss_fn(adapted, task.query), has_aux)
     direction = jax.tree_util.tree_map(lambda p, a: p - a, params, adapted)
     return direction, {**aux, 'loss': loss, 'support_losses': support_losses}
 
-  return base.MetaLearner(init=identity, adapt=adapt, task_loss=task_loss,
+  return base.MetaLearner(init=kit.identity, adapt=adapt, task_loss=task_loss,
                           task_grad=task_grad)

@@ -26,7 +26,7 @@ TASK_AXIS = 'tasks'
 """The name of the mesh axis the meta-batch is split over."""
 
 
-def task_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+def task_mesh(devices: int | Sequence[Any] | None = None) -> Mesh:
   """A 1-D mesh with axis ``'tasks'`` over ``devices``.
 
   Args:
@@ -44,7 +44,9 @@ def task_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
   """
   available = jax.devices()
   if devices is None:
-    devices = available
+    chosen = available
+  elif isinstance(devices, Sequence) and not isinstance(devices, str):
+    chosen = list(devices)
   elif isinstance(devices, int) and not isinstance(devices, bool):
     if not 1 <= devices <= len(available):
       raise ValueError(
@@ -52,11 +54,12 @@ def task_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
           f'({jax.default_backend()}) devices, got {devices}. On CPU, set '
           'XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts '
           'to simulate N devices.')
-    devices = available[:devices]
-  devices = list(devices)
-  if not devices:
+    chosen = available[:devices]
+  else:
+    raise TypeError(f'devices must be an int, a sequence of devices or None, got {devices!r}.')
+  if not chosen:
     raise ValueError('devices must name at least one device, got none.')
-  return Mesh(np.asarray(devices), (TASK_AXIS,))
+  return Mesh(np.asarray(chosen), (TASK_AXIS,))
 
 
 def num_shards(mesh: Mesh) -> int:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmaml import base
+from jaxmaml import checks
 
 TASK_MAPS = ('vmap', 'map', 'loop')
 
@@ -28,8 +29,7 @@ def check_task_map(task_map: str, batch_size: int | None = None) -> None:
       raise ValueError(
           "batch_size (tasks vmapped per chunk) only applies to task_map='map', "
           f'got task_map={task_map!r}.')
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-      raise ValueError(f'batch_size must be a positive int or None, got {batch_size!r}.')
+    checks.optional_positive_int(batch_size, 'batch_size')
 
 
 def map_tasks(
@@ -102,7 +102,7 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
   q_leaves = jax.tree_util.tree_leaves(tasks.query)
   if not s_leaves:
     raise ValueError(f'{name}.support has no arrays.')
-  num_tasks = None
+  num_tasks = -1  # Set by the first leaf.
   examples = {}
   for (path, s), q in zip(s_leaves, q_leaves):
     where = jax.tree_util.keystr(path)
@@ -112,7 +112,7 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
         raise ValueError(
             f'{name}.{part}{where} must have shape [num_tasks, num_examples, '
             f'...], got {shape}.')
-      num_tasks = shape[0] if num_tasks is None else num_tasks
+      num_tasks = shape[0] if num_tasks < 0 else num_tasks
       if shape[0] != num_tasks:
         raise ValueError(
             f'{name}.{part}{where} has {shape[0]} tasks on axis 0, other '

@@ -32,7 +32,8 @@ def init_train_state(
   return MetaTrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
 
 
-MetaStepFn = Callable[[MetaTrainState, base.Task], tuple[MetaTrainState, base.Metrics]]
+MetaStepFn = Callable[..., tuple[MetaTrainState, base.Metrics]]
+"""``meta_step(state, tasks)``, or with a sampler ``meta_step(state, key, *data)``."""
 
 
 def meta_gradient(
@@ -161,10 +162,11 @@ def make_meta_step(
     params = optax.apply_updates(state.params, updates)
     return MetaTrainState(params, opt_state, state.step + 1), metrics
 
-  if sampler is None:
-    step = update
-  else:
-    def step(state: MetaTrainState, key: jax.Array, *data):
+  maybe_jit = (lambda f: jax.jit(f, donate_argnums=(0,) if donate else ())) if jit else (
+      lambda f: f)
+
+  if sampler is not None:
+    def sampled_step(state: MetaTrainState, key: jax.Array, *data):
       tasks = sampler(key, *data)
       num_tasks = tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.
       if mesh is not None:
@@ -173,11 +175,9 @@ def make_meta_step(
         tasks = jax.lax.with_sharding_constraint(tasks, sharding_lib.task_sharding(mesh))
       return update(state, tasks)
 
-  if jit:
-    step = jax.jit(step, donate_argnums=(0,) if donate else ())
+    return maybe_jit(sampled_step)
 
-  if sampler is not None:
-    return step
+  step = maybe_jit(update)
 
   def meta_step(state: MetaTrainState, tasks: base.Task):
     num_tasks = tasks_lib.check_tasks(tasks)

@@ -37,8 +37,16 @@ def test_num_steps(num_steps, error):
 ])
 def test_inner_lr(inner_lr, error, match):
   with pytest.raises(error, match=match) as info:
-    jaxmaml.make_adapt(lambda p, b: 0.0, inner_lr=inner_lr, num_steps=2)
+    jaxmaml.inner_sgd(inner_lr, num_steps=2)
   assert 'inner_lr' in str(info.value)
+  with pytest.raises(error, match=match):
+    jaxmaml.maml(lambda p, b: 0.0, inner_lr=inner_lr, num_steps=2)
+
+
+@pytest.mark.parametrize('inner_optimizer', [0.1, None, optax.sgd])
+def test_inner_optimizer(inner_optimizer):
+  with pytest.raises(TypeError, match='inner_optimizer must be an optax.GradientTransformation'):
+    jaxmaml.make_adapt(lambda p, b: 0.0, inner_optimizer, num_steps=2)
 
 
 def test_per_parameter_inner_lr_must_match_params(counted):
@@ -46,17 +54,18 @@ def test_per_parameter_inner_lr_must_match_params(counted):
   support = jax.tree_util.tree_map(lambda x: x[0], tasks.support)
   wrong_structure = {'Dense_0': jax.tree_util.tree_map(lambda p: 0.1, params['Dense_0'])}
   with pytest.raises(ValueError, match='inner_lr .*structure'):
-    jaxmaml.make_adapt(loss_fn, inner_lr=wrong_structure, num_steps=1)(params, support)
+    jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(wrong_structure, 1), num_steps=1)(
+        params, support)
   wrong_shape = jax.tree_util.tree_map(lambda p: jnp.full(p.shape + (2,), 0.1), params)
   with pytest.raises(ValueError, match=r"inner_lr\['Dense_0'\]\['bias'\] has shape"):
-    jaxmaml.make_adapt(loss_fn, inner_lr=wrong_shape, num_steps=1)(params, support)
+    jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(wrong_shape, 1), num_steps=1)(params, support)
   assert not calls
 
 
 @pytest.mark.parametrize('unroll', [-1, 0, 'yes', 1.5])
 def test_unroll(unroll):
   with pytest.raises(ValueError, match='unroll'):
-    jaxmaml.make_adapt(lambda p, b: 0.0, inner_lr=0.1, num_steps=2, unroll=unroll)
+    jaxmaml.make_adapt(lambda p, b: 0.0, optax.sgd(0.1), num_steps=2, unroll=unroll)
 
 
 def test_unknown_options():
@@ -121,4 +130,4 @@ def test_sinusoid_sampler_arguments(kwargs, match):
 @pytest.mark.parametrize('remat', [-1, 'yes', 1.5])
 def test_remat(remat):
   with pytest.raises(ValueError, match='remat'):
-    jaxmaml.make_adapt(lambda p, b: 0.0, inner_lr=0.1, num_steps=2, remat=remat)
+    jaxmaml.make_adapt(lambda p, b: 0.0, optax.sgd(0.1), num_steps=2, remat=remat)

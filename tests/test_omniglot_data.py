@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmaml.data import omniglot
+from jaxmaml.data import cache, omniglot
 
 DATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 ZIPS = DATA / 'omniglot'
@@ -171,9 +171,9 @@ def test_cache_is_reused_and_fast(from_zip, cache_dir, monkeypatch):
 
 def test_cache_dir_defaults_to_environment(monkeypatch, tmp_path):
   monkeypatch.setenv('JAXMAML_CACHE', str(tmp_path))
-  assert omniglot.default_cache_dir() == tmp_path
+  assert cache.default_cache_dir() == tmp_path
   monkeypatch.delenv('JAXMAML_CACHE')
-  assert omniglot.default_cache_dir() == pathlib.Path('~/.cache/jaxmaml').expanduser()
+  assert cache.default_cache_dir() == pathlib.Path('~/.cache/jaxmaml').expanduser()
 
 
 def _tiny_omniglot(size=2):

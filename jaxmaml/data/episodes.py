@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmaml import checks
 from jaxmaml import base
 
 
@@ -38,8 +39,7 @@ def check_episode_request(
         f'or [..., channels], got {tuple(images_shape)}.')
   for name, value in (('num_ways', num_ways), ('num_shots', num_shots),
                       ('num_queries', num_queries), ('num_tasks', num_tasks)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f'{name} must be a positive int, got {value!r}.')
+    checks.positive_int(value, name)
   num_classes, per_class = images_shape[:2]
   if num_ways > num_classes:
     raise ValueError(

@@ -22,9 +22,11 @@ import pathlib
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
-from jaxmaml.checkpoint import atomic_write, default_cache_dir
+from jaxmaml import checks
+from jaxmaml.data import cache as cache_lib
+from jaxmaml.data import extras
+from jaxmaml.files import atomic_write
 
 SPLITS = ('train', 'val', 'test')
 _CACHE_FORMAT = 1
@@ -68,10 +70,11 @@ def _read_csv(root: pathlib.Path, split: str) -> dict[str, list[str]]:
 
 
 def _load_image(path: pathlib.Path, image_size: int) -> np.ndarray:
-  with Image.open(path) as image:
+  pil_image = extras.import_optional('PIL.Image', purpose='Reading miniImageNet images')
+  with pil_image.open(path) as image:
     image = image.convert('RGB')
     if image.size != (image_size, image_size):
-      image = image.resize((image_size, image_size), resample=Image.LANCZOS)
+      image = image.resize((image_size, image_size), resample=pil_image.LANCZOS)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -98,11 +101,12 @@ def load_miniimagenet(
     FileNotFoundError, ValueError: for a missing folder, CSV or image, a
       malformed CSV, unequal class sizes, or a bad ``split``/``image_size``,
       naming what was expected, before any image is decoded.
+    ImportError: without Pillow, when images must be decoded (optional:
+      ``pip install 'jaxmaml[data]'``).
   """
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
-  if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-    raise ValueError(f'image_size must be a positive int, got {image_size!r}.')
+  checks.positive_int(image_size, 'image_size')
   root = pathlib.Path(root).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f'miniImageNet root {root} is not a directory.')
@@ -116,7 +120,7 @@ def load_miniimagenet(
   fingerprint = hashlib.sha256(json.dumps({
       'format': _CACHE_FORMAT, 'image_size': image_size, 'classes': by_class,
       'sizes': [p.stat().st_size for p in paths]}).encode()).hexdigest()[:24]
-  cache_dir = default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir).expanduser()
+  cache_dir = cache_lib.cache_dir_or_default(cache_dir)
   cache = cache_dir / f'miniimagenet-{split}-{image_size}px-{fingerprint}.npy'
   classes = tuple(by_class)
   if cache.is_file():

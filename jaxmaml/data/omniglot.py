@@ -50,10 +50,11 @@ import zlib
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-import PIL
-from PIL import Image
 
-from jaxmaml.checkpoint import atomic_write, default_cache_dir
+from jaxmaml import checks
+from jaxmaml.data import cache as cache_lib
+from jaxmaml.data import extras
+from jaxmaml.files import atomic_write
 
 NUM_CHARACTERS = 1623
 NUM_BACKGROUND_CHARACTERS = 964
@@ -128,11 +129,6 @@ def _check_image_size(image_size: int) -> None:
     raise ValueError(
         f'image_size must be an int in [1, {ORIGINAL_SIZE}] (the images are '
         f'{ORIGINAL_SIZE}x{ORIGINAL_SIZE}), got {image_size!r}.')
-
-
-def _check_count(name: str, value: int, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}.')
 
 
 def _tfds_versions(source: pathlib.Path) -> list[str]:
@@ -349,8 +345,13 @@ def _tfds_drawers(
   return drawers
 
 
+def _tfds():
+  """``tensorflow_datasets``, imported when first needed."""
+  return extras.import_optional('tensorflow_datasets', purpose='The TFDS Omniglot source')
+
+
 def _read_tfds(path: pathlib.Path, download: bool) -> list[_Drawing]:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = _tfds()
 
   drawings = []
   for split in _SUBSETS.values():
@@ -409,9 +410,15 @@ _INK_TABLES = {
     for white in (1, 255)}
 
 
+def _pillow(module: str = 'PIL.Image'):
+  """``PIL.Image`` (or ``PIL``), imported when first needed."""
+  return extras.import_optional(module, purpose='Reading Omniglot images')
+
+
 def _preprocess_png(png: bytes, image_size: int) -> np.ndarray:
   """Decodes one Omniglot PNG to uint8 ``[image_size, image_size]``, ink 255."""
-  with Image.open(io.BytesIO(png)) as image:
+  pil_image = _pillow()
+  with pil_image.open(io.BytesIO(png)) as image:
     if image.size != (ORIGINAL_SIZE, ORIGINAL_SIZE):
       raise ValueError(f'expected a {ORIGINAL_SIZE}x{ORIGINAL_SIZE} image, got {image.size}')
     gray = image.convert('L')
@@ -419,7 +426,7 @@ def _preprocess_png(png: bytes, image_size: int) -> np.ndarray:
   ink = _INK_TABLES[1 if pixels.max() <= 1 else 255][pixels]
   if image_size == ORIGINAL_SIZE:
     return ink
-  resized = Image.fromarray(ink).resize((image_size, image_size), Image.Resampling.LANCZOS)
+  resized = pil_image.fromarray(ink).resize((image_size, image_size), pil_image.Resampling.LANCZOS)
   return np.asarray(resized)
 
 
@@ -456,7 +463,7 @@ def _build(drawings: Sequence[_Drawing], image_size: int, where: str) -> Omniglo
 def _cache_path(cache_dir: pathlib.Path, kind: str, fingerprint: str, image_size: int) -> pathlib.Path:
   options = json.dumps({
       'format': _CACHE_FORMAT, 'image_size': image_size, 'resample': 'lanczos',
-      'pillow': PIL.__version__, 'source': fingerprint}, sort_keys=True)
+      'pillow': _pillow('PIL').__version__, 'source': fingerprint}, sort_keys=True)
   key = hashlib.sha256(options.encode()).hexdigest()[:24]
   return cache_dir / f'omniglot-{kind}-{image_size}px-{key}.npz'
 
@@ -550,13 +557,15 @@ def load_omniglot(
       does not decode, or a source whose files do not form the full data set.
     FileNotFoundError: if ``source`` does not exist or holds none of the
       expected files, or holds TFDS Omniglot only in another version.
+    ImportError: without Pillow, or tensorflow-datasets for the TFDS source
+      (both optional: ``pip install 'jaxmaml[data]'``).
   """
   _check_image_size(image_size)
   image_size = int(image_size)
   path, kind = _resolve_source(source, source_kind, download)
   if download and not (path / 'omniglot' / TFDS_VERSION).is_dir():
     _prepare_tfds(path)
-  cache_dir = default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir).expanduser()
+  cache_dir = cache_lib.cache_dir_or_default(cache_dir)
   cache = _cache_path(cache_dir, kind, _fingerprint(path, kind), image_size)
   data = _load_cache(cache, image_size)
   if data is not None:
@@ -574,7 +583,7 @@ def load_omniglot(
 
 def _prepare_tfds(path: pathlib.Path) -> None:
   """Lets TFDS download and prepare ``omniglot:3.0.0`` in ``path`` (needs TensorFlow)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = _tfds()
 
   builder = tfds.builder(f'omniglot:{TFDS_VERSION}', data_dir=str(path),
                          file_format='array_record')
@@ -618,9 +627,9 @@ def split_characters(
     >>> {name: len(indices) for name, indices in splits.items()}
     {'train': 1100, 'val': 100, 'test': 423}
   """
-  _check_count('num_characters', num_characters, 1)
-  _check_count('num_train', num_train, 0)
-  _check_count('num_val', num_val, 0)
+  checks.positive_int(num_characters, 'num_characters')
+  checks.int_at_least(num_train, 'num_train', 0)
+  checks.int_at_least(num_val, 'num_val', 0)
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise ValueError(f'seed must be an int, got {seed!r}.')
   if num_train + num_val > num_characters:
@@ -661,6 +670,7 @@ def load_lake_runs(path: _PathLike, *, image_size: int = 28) -> LakeRuns:
     FileNotFoundError: if ``path`` does not exist.
     ValueError: for a bad ``image_size``, or a file that is not a readable zip
       with the layout above.
+    ImportError: without Pillow (optional: ``pip install 'jaxmaml[data]'``).
   """
   _check_image_size(image_size)
   image_size = int(image_size)
@@ -702,6 +712,7 @@ def _parse_class_labels(archive: zipfile.ZipFile, path: pathlib.Path, run: int) 
         f"'run{run:02d}/test/itemJJ.png run{run:02d}/training/classKK.png'.")
   row = np.full([LAKE_WAYS], -1, np.int32)
   for match in pairs:
+    assert match is not None  # Every line matched, checked above.
     row[int(match.group(1)) - 1] = int(match.group(2)) - 1
   if sorted(row.tolist()) != list(range(LAKE_WAYS)):
     raise ValueError(f'{path}: {name} does not match the 20 test items to the 20 classes one to one.')

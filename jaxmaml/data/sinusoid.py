@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxmaml import checks
 from jaxmaml import base
 
 
@@ -32,16 +33,11 @@ class Sinusoids(NamedTuple):
     return self.amplitude[:, None, None] * jnp.sin(x - self.phase[:, None, None])
 
 
-def _check_count(name: str, value: int, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}.')
-
-
 def sample_sinusoids(
     key: jax.Array, num_tasks: int, family: SinusoidFamily = SinusoidFamily()
 ) -> Sinusoids:
   """Draws ``num_tasks`` sinusoids (amplitude and phase) from ``family``."""
-  _check_count('num_tasks', num_tasks, 1)
+  checks.positive_int(num_tasks, 'num_tasks')
   amp_key, phase_key = jax.random.split(key)
   return Sinusoids(
       amplitude=jax.random.uniform(
@@ -58,7 +54,7 @@ def sample_inputs(
     family: SinusoidFamily = SinusoidFamily(),
 ) -> jax.Array:
   """Inputs ``x`` of shape ``[num_tasks, num_points, 1]``, uniform on the range."""
-  _check_count('num_points', num_points, 1)
+  checks.positive_int(num_points, 'num_points')
   low, high = family.input_range
   return jax.random.uniform(key, [num_tasks, num_points, 1], minval=low, maxval=high)
 
@@ -76,8 +72,8 @@ def make_tasks(
     A ``Task`` meta-batch: support ``(x, y)`` each ``[num_tasks, num_support, 1]``,
     query ``(x, y)`` each ``[num_tasks, num_query, 1]``.
   """
-  _check_count('num_support', num_support, 1)
-  _check_count('num_query', num_query, 1)
+  checks.positive_int(num_support, 'num_support')
+  checks.positive_int(num_query, 'num_query')
   num_tasks = sinusoids.amplitude.shape[0]
   x = sample_inputs(key, num_tasks, num_support + num_query, family)
   y = sinusoids(x)
