@@ -1,10 +1,11 @@
 # make run   : set up a local virtualenv and run the sinusoid experiment (no download)
 # make test  : set up the virtualenv and run the test suite (what CI runs)
+# make lint  : ruff (lint + format check) and pyright (types), the gates CI runs first
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run run-full test test-slow bench bench-peers clean
+.PHONY: install run run-full lint format test test-slow bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,15 @@ run: install
 
 run-full: install
 	$(PY) -m experiments.sinusoid.main --full --workdir runs/sinusoid_full
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright --pythonpath $(PY)
+
+format: install  # rewrites files: imports sorted, code formatted
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: install
 	$(PY) -m pytest -q

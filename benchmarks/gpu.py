@@ -31,18 +31,13 @@ import jax
 import numpy as np
 import optax
 
-import jaxmaml
 from benchmarks import measure
 from benchmarks import peers
 from benchmarks import problems
 from benchmarks.peers import jaxmaml_peer
+import jaxmaml
 
 SHAPES = ('omniglot_5w1s_q1_1step', 'miniimagenet_5w1s')
-
-
-def _device_peak_bytes():
-  stats = jax.devices()[0].memory_stats()
-  return None if not stats else stats.get('peak_bytes_in_use')
 
 
 def _is_oom(error: Exception) -> bool:
@@ -52,18 +47,20 @@ def _is_oom(error: Exception) -> bool:
 def meta_step_row(problem: problems.Problem, num_tasks: int, precision: str, args) -> dict:
   model = problems.make_model(problem, conv=args.conv)
   apply = jaxmaml.mixed_precision(jaxmaml.apply_fn(model), precision)
-  learner = jaxmaml.maml(jaxmaml.cross_entropy_loss(apply), inner_lr=problem.inner_lr,
-                         num_steps=problem.inner_steps, first_order=problem.first_order,
-                         has_aux=True)
-  tasks = problems.random_tasks(jax.random.key(problem.seed), num_tasks, problem.ways,
-                                problem.shots, problem.queries, problem.image_shape,
-                                binary=problem.dataset == 'omniglot')
+  learner = jaxmaml.maml(
+    jaxmaml.cross_entropy_loss(apply),
+    inner_lr=problem.inner_lr,
+    num_steps=problem.inner_steps,
+    first_order=problem.first_order,
+    has_aux=True,
+  )
+  tasks = jax.device_put(problems.make_tasks(problem, num_tasks))
   optimizer = optax.adam(1e-3)
-  state = jaxmaml.init_train_state(jax.device_put(problems.unflatten(
-      problems.init_params(problem))), optimizer)
+  state = jaxmaml.init_train_state(
+    jax.device_put(problems.unflatten(problems.init_params(problem))), optimizer
+  )
   mapping = jaxmaml.default_task_map(tasks)
-  step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, **mapping),
-                 donate_argnums=0)
+  step = jax.jit(jaxmaml.make_meta_step(learner, optimizer, jit=False, **mapping), donate_argnums=0)
   start = time.perf_counter()
   compiled = step.lower(state, tasks).compile()
   compile_s = time.perf_counter() - start
@@ -74,26 +71,36 @@ def meta_step_row(problem: problems.Problem, num_tasks: int, precision: str, arg
 
   times = measure.time_blocks(run, args.min_block_s, args.repeats)
   median = float(np.median(times))
-  return {'compile_s': compile_s, 'step_s_median': median,
-          'step_s_min': float(np.min(times)), 'tasks_per_s': num_tasks / median,
-          'task_map': mapping, 'device_peak_bytes': _device_peak_bytes()}
+  return {
+    'compile_s': compile_s,
+    'step_s_median': median,
+    'step_s_min': float(np.min(times)),
+    'tasks_per_s': num_tasks / median,
+    'task_map': mapping,
+    'device_peak_bytes': measure.device_peak_bytes(),
+  }
 
 
 def eval_row(problem: problems.Problem, num_tasks: int, args) -> dict:
-  tasks = problems.random_tasks(jax.random.key(problem.seed + 1), num_tasks, problem.ways,
-                                problem.shots, problem.queries, problem.image_shape,
-                                binary=problem.dataset == 'omniglot')
+  tasks = jax.device_put(problems.make_tasks(problem, num_tasks, salt=1))
   params = jax.device_put(problems.unflatten(problems.init_params(problem)))
   task_loss = jaxmaml_peer.learner(problem, problem.eval_inner_steps, True, args.conv).task_loss
   mapping = jaxmaml.default_task_map(tasks)
   start = time.perf_counter()
   jax.block_until_ready(jaxmaml.evaluate(task_loss, params, tasks, **mapping))
   first_s = time.perf_counter() - start
-  times = measure.time_blocks(lambda: jax.block_until_ready(
-      jaxmaml.evaluate(task_loss, params, tasks, **mapping)), args.min_block_s, args.repeats)
-  return {'num_tasks': num_tasks, 'first_call_s': first_s,
-          'call_s_median': float(np.median(times)), 'task_map': mapping,
-          'device_peak_bytes': _device_peak_bytes()}
+  times = measure.time_blocks(
+    lambda: jax.block_until_ready(jaxmaml.evaluate(task_loss, params, tasks, **mapping)),
+    args.min_block_s,
+    args.repeats,
+  )
+  return {
+    'num_tasks': num_tasks,
+    'first_call_s': first_s,
+    'call_s_median': float(np.median(times)),
+    'task_map': mapping,
+    'device_peak_bytes': measure.device_peak_bytes(),
+  }
 
 
 def torch_row(name: str, problem: problems.Problem, args) -> dict:
@@ -101,37 +108,56 @@ def torch_row(name: str, problem: problems.Problem, args) -> dict:
   if reason:
     return {'unavailable': reason}
   import torch  # pylint: disable=import-outside-toplevel
+
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   params, tasks = problems.init_params(problem), problems.make_tasks(problem)
   peer = peers.make(name, problem, params, tasks, np.float32, device=device)
   times = measure.time_blocks(peer.step, args.min_block_s, args.repeats)
   median = float(np.median(times))
-  return {'device': device, 'step_s_median': median, 'step_s_min': float(np.min(times)),
-          'tasks_per_s': problem.meta_batch_size / median,
-          'cuda_peak_bytes': torch.cuda.max_memory_allocated() if device == 'cuda' else None}
+  return {
+    'device': device,
+    'step_s_median': median,
+    'step_s_min': float(np.min(times)),
+    'tasks_per_s': problem.meta_batch_size / median,
+    'cuda_peak_bytes': torch.cuda.max_memory_allocated() if device == 'cuda' else None,
+  }
 
 
 def markdown(report: dict) -> str:
-  lines = [f"Device: {report['environment']['devices'][0]} "
-           f"({report['environment'].get('device_kind')}).", '',
-           '| shape | order | precision | implementation | tasks | compile (s) | step (ms) '
-           '| tasks/s | device peak (GiB) |', '|---|---|---|---|---|---|---|---|---|']
+  lines = [
+    f'Device: {report["environment"]["devices"][0]} ({report["environment"].get("device_kind")}).',
+    '',
+    '| shape | order | precision | implementation | tasks | compile (s) | step (ms) '
+    '| tasks/s | device peak (GiB) |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   for r in report['rows']:
     if 'step_s_median' in r:
       peak = r.get('device_peak_bytes') or r.get('cuda_peak_bytes')
       lines.append(
-          f"| {r['shape']} | {r['order']} | {r['precision']} | {r['impl']} | {r['tasks']} "
-          f"| {r.get('compile_s', float('nan')):.1f} | {1e3 * r['step_s_median']:.2f} "
-          f"| {r['tasks_per_s']:.0f} | {peak / 2**30 if peak else float('nan'):.2f} |")
+        f'| {r["shape"]} | {r["order"]} | {r["precision"]} | {r["impl"]} | {r["tasks"]} '
+        f'| {r.get("compile_s", float("nan")):.1f} | {1e3 * r["step_s_median"]:.2f} '
+        f'| {r["tasks_per_s"]:.0f} | {peak / 2**30 if peak else float("nan"):.2f} |'
+      )
     else:
-      lines.append(f"| {r['shape']} | {r['order']} | {r['precision']} | {r['impl']} "
-                   f"| {r['tasks']} | {r.get('error') or r.get('unavailable') or r.get('skipped')} |")
-  lines += ['', '| shape | evaluation: tasks in one call | first call (s) | call (s) |',
-            '|---|---|---|---|']
+      lines.append(
+        f'| {r["shape"]} | {r["order"]} | {r["precision"]} | {r["impl"]} '
+        f'| {r["tasks"]} | {r.get("error") or r.get("unavailable") or r.get("skipped")} |'
+      )
+  lines += [
+    '',
+    '| shape | evaluation: tasks in one call | first call (s) | call (s) |',
+    '|---|---|---|---|',
+  ]
   for r in report['eval']:
-    lines.append(f"| {r['shape']} | {r['num_tasks']} | "
-                 + (f"{r['first_call_s']:.2f} | {r['call_s_median']:.3f} |" if 'call_s_median'
-                    in r else f"{r.get('error') or r.get('skipped')} | |"))
+    lines.append(
+      f'| {r["shape"]} | {r["num_tasks"]} | '
+      + (
+        f'{r["first_call_s"]:.2f} | {r["call_s_median"]:.3f} |'
+        if 'call_s_median' in r
+        else f'{r.get("error") or r.get("skipped")} | |'
+      )
+    )
   return '\n'.join(lines) + '\n'
 
 
@@ -145,8 +171,11 @@ def main(argv=None) -> dict:
   parser.add_argument('--min_block_s', type=float, default=0.2)
   parser.add_argument('--conv', default='matmul', choices=jaxmaml.models.CONV_IMPLS)
   parser.add_argument('--features', type=int, default=None, help='override (CPU check)')
-  parser.add_argument('--quick_cpu_check', action='store_true',
-                      help='tiny sizes: 4 filters, meta-batches 2 and 4, 8 test tasks')
+  parser.add_argument(
+    '--quick_cpu_check',
+    action='store_true',
+    help='tiny sizes: 4 filters, meta-batches 2 and 4, 8 test tasks',
+  )
   parser.add_argument('--out', default='runs/benchmarks/gpu.json')
   args = parser.parse_args(argv)
   if args.quick_cpu_check:
@@ -154,16 +183,24 @@ def main(argv=None) -> dict:
     args.eval_tasks, args.repeats, args.min_block_s = 8, 2, 0.0
   deadline = time.perf_counter() + args.budget_s
   from experiments import cli  # pylint: disable=import-outside-toplevel
+
   try:
     import torch  # pylint: disable=import-outside-toplevel
-    torch_info = {'torch': torch.__version__, 'cuda': torch.cuda.is_available() and
-                  torch.cuda.get_device_name(0)}
+
+    torch_info = {
+      'torch': torch.__version__,
+      'cuda': torch.cuda.is_available() and torch.cuda.get_device_name(0),
+    }
   except ImportError:
     torch_info = {'torch': None}
-  report = {'benchmark': 'gpu', 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
-            'environment': {**cli.environment(), **torch_info,
-                            'device_kind': jax.devices()[0].device_kind},
-            'config': vars(args), 'rows': [], 'eval': []}
+  report = {
+    'benchmark': 'gpu',
+    'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+    'environment': {**cli.environment(), **torch_info, 'device_kind': jax.devices()[0].device_kind},
+    'config': vars(args),
+    'rows': [],
+    'eval': [],
+  }
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
   def save():
@@ -173,9 +210,12 @@ def main(argv=None) -> dict:
       f.write(markdown(report))
 
   def problem_of(shape, order, tasks):
-    return dataclasses.replace(problems.SHAPES[shape], first_order=order == 'first',
-                               meta_batch_size=tasks,
-                               **({'features': args.features} if args.features else {}))
+    return dataclasses.replace(
+      problems.SHAPES[shape],
+      first_order=order == 'first',
+      meta_batch_size=tasks,
+      **({'features': args.features} if args.features else {}),
+    )
 
   def attempt(key, fn):
     if time.perf_counter() > deadline:
@@ -183,17 +223,26 @@ def main(argv=None) -> dict:
     try:
       return {**key, **fn()}
     except Exception as e:  # pylint: disable=broad-except
-      return {**key, 'error': f'{type(e).__name__}: {str(e).splitlines()[0][:200]}',
-              'oom': _is_oom(e)}
+      return {
+        **key,
+        'error': f'{type(e).__name__}: {str(e).splitlines()[0][:200]}',
+        'oom': _is_oom(e),
+      }
 
   def meta_step_series(precision):
     for shape in SHAPES:
       for order in ('second', 'first'):
         for tasks in sorted(args.meta_batch_sizes):
-          key = {'shape': shape, 'order': order, 'precision': precision, 'impl': 'jaxmaml',
-                 'tasks': tasks}
-          row = attempt(key, lambda: meta_step_row(problem_of(shape, order, tasks), tasks,
-                                                   precision, args))
+          key = {
+            'shape': shape,
+            'order': order,
+            'precision': precision,
+            'impl': 'jaxmaml',
+            'tasks': tasks,
+          }
+          row = attempt(
+            key, lambda: meta_step_row(problem_of(shape, order, tasks), tasks, precision, args)
+          )
           report['rows'].append(row)
           save()
           print(row, flush=True)
@@ -205,15 +254,21 @@ def main(argv=None) -> dict:
     for order in ('second', 'first'):
       for tasks in args.torch_meta_batch_sizes:
         for name in ('torch_autograd_loop', 'torch_func_vmap'):
-          key = {'shape': shape, 'order': order, 'precision': 'float32', 'impl': name,
-                 'tasks': tasks}
+          key = {
+            'shape': shape,
+            'order': order,
+            'precision': 'float32',
+            'impl': name,
+            'tasks': tasks,
+          }
           row = attempt(key, lambda: torch_row(name, problem_of(shape, order, tasks), args))
           report['rows'].append(row)
           save()
           print(row, flush=True)
   for shape in SHAPES:
-    row = attempt({'shape': shape}, lambda: eval_row(problem_of(shape, 'first', 1),
-                                                      args.eval_tasks, args))
+    row = attempt(
+      {'shape': shape}, lambda: eval_row(problem_of(shape, 'first', 1), args.eval_tasks, args)
+    )
     report['eval'].append(row)
     save()
     print(row, flush=True)

@@ -1,8 +1,12 @@
-"""The family by name, built the same way for every experiment.
+"""The algorithm config both experiments nest, and what it builds.
 
-``make_learners(config, loss_fn, ...)`` turns the ``algorithm`` fields that the
-sinusoid and few-shot configs share into a training and an evaluation
-learner, and ``make_optimizer(config)`` into the outer optimizer:
+``AlgorithmConfig`` holds the fields that pick and tune the algorithm of the
+family and its outer optimizer; the sinusoid and few-shot configs nest one
+(``config.algo``), and its fields are flags under their own names
+(``--algorithm reptile --inner_lr 0.1``, ``experiments.cli``).
+``make_learners(algo, apply_fn, loss, ...)`` builds its training and
+evaluation learners at once, ``make_optimizer(algo, num_iterations)`` the
+outer optimizer:
 
 * ``maml`` (``first_order`` for FOMAML), ``anil`` (head: the last layer),
   ``meta_sgd`` (rates start at ``inner_lr``), ``imaml`` (``imaml_reg``,
@@ -18,131 +22,225 @@ learner, and ``make_optimizer(config)`` into the outer optimizer:
   paper: 1.0 with ``outer_schedule='linear'`` to 0);
 * ``protonets``: the model without its head as the embedding.
 
-``outer_clip_norm`` (both configs) clips the meta-gradient to that global L2
-norm before the outer optimizer (``optax.clip_by_global_norm``): with it,
-MAML++ with learned rates no longer diverged on sinusoid (README); None (the
-default, and the papers') does not clip.
+``outer_clip_norm`` clips the meta-gradient to that global L2 norm before the
+outer optimizer (``optax.clip_by_global_norm``): with it, MAML++ with learned
+rates no longer diverged on sinusoid (README); None (the default, and the
+papers') does not clip.
 
-``precision`` (a field of both configs) is the compute dtype of the model's
-forward and backward passes (``jaxmaml.mixed_precision``); parameters,
-meta-gradients and optimizer state stay float32. In low precision the outer
-update is guarded by ``optax.apply_if_finite`` and the run stops cleanly at the
-first non-finite meta-gradient (``experiments.cli.check_finite_updates``).
+``precision`` is the compute dtype of the model's forward and backward passes
+in training (``jaxmaml.mixed_precision``); parameters, meta-gradients,
+optimizer state and evaluation stay float32. In low precision the outer update
+is guarded by ``optax.apply_if_finite`` and the run stops cleanly at the first
+non-finite meta-gradient (``experiments.loop.check_finite_updates``).
 """
+
+from collections.abc import Callable
+import dataclasses
+from typing import NamedTuple
 
 import optax
 
+from experiments import cli
 import jaxmaml
+from jaxmaml import checks
 
 ALGORITHMS = ('maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml', 'protonets')
 OUTER_SCHEDULES = ('constant', 'cosine', 'linear')
 INNER_OPTIMIZERS = ('sgd', 'adam')
 PRECISIONS = ('float32', 'bfloat16')
-# The fields both configs share that change what training computes: each
-# experiment's checkpoints record them (a checkpoint written before a field
-# existed was written with its default).
-FIELDS = ('algorithm', 'msl_iterations', 'imaml_reg', 'cg_steps', 'cg_damping', 'reg_damping',
-          'inner_optimizer', 'inner_batch_size', 'outer_schedule', 'outer_clip_norm',
-          'precision')
 
 
-def check_fields(config) -> None:
-  """Raises a ValueError for a bad algorithm field of ``config``."""
-  if config.algorithm not in ALGORITHMS:
-    raise ValueError(f'algorithm must be one of {ALGORITHMS}, got {config.algorithm!r}.')
-  if config.outer_schedule not in OUTER_SCHEDULES:
-    raise ValueError(
-        f'outer_schedule must be one of {OUTER_SCHEDULES}, got {config.outer_schedule!r}.')
-  if isinstance(config.msl_iterations, bool) or config.msl_iterations < 0:
-    raise ValueError(f'msl_iterations must be an int >= 0, got {config.msl_iterations!r}.')
-  if not config.imaml_reg > 0:
-    raise ValueError(f'imaml_reg must be positive, got {config.imaml_reg!r}.')
-  if isinstance(config.cg_steps, bool) or config.cg_steps < 1:
-    raise ValueError(f'cg_steps must be a positive int, got {config.cg_steps!r}.')
-  if config.inner_optimizer not in INNER_OPTIMIZERS:
-    raise ValueError(
-        f'inner_optimizer must be one of {INNER_OPTIMIZERS}, got {config.inner_optimizer!r}.')
-  if config.inner_batch_size is not None and (
-      isinstance(config.inner_batch_size, bool) or config.inner_batch_size < 1):
-    raise ValueError(
-        f'inner_batch_size must be a positive int or None, got {config.inner_batch_size!r}.')
-  if config.algorithm != 'reptile' and (
-      config.inner_optimizer != 'sgd' or config.inner_batch_size is not None):
-    raise ValueError('inner_optimizer and inner_batch_size apply to algorithm reptile only, '
-                     f'not {config.algorithm!r}.')
-  for name in ('cg_damping', 'reg_damping'):
-    if not 0 <= getattr(config, name) < float('inf'):
-      raise ValueError(f'{name} must be >= 0 and finite, got {getattr(config, name)!r}.')
-  if config.algorithm != 'imaml' and (config.cg_damping or config.reg_damping):
-    raise ValueError(
-        f'cg_damping and reg_damping apply to algorithm imaml only, not {config.algorithm!r}.')
-  if config.outer_clip_norm is not None and not 0 < config.outer_clip_norm < float('inf'):
-    raise ValueError(
-        f'outer_clip_norm must be positive and finite or None, got {config.outer_clip_norm!r}.')
-  if config.precision not in PRECISIONS:
-    raise ValueError(f'precision must be one of {PRECISIONS}, got {config.precision!r}.')
+@dataclasses.dataclass(frozen=True)
+class AlgorithmConfig:
+  """The algorithm and its optimizers (defaults: MAML on Omniglot 5-way 1-shot).
+
+  Attributes:
+    algorithm: one of ``ALGORITHMS`` (see the module docstring for how each
+      is built).
+    first_order: first-order MAML (and ANIL, Meta-SGD).
+    inner_lr: inner-loop step size (Meta-SGD: the rates' start; Reptile with
+      inner Adam: Adam's step size).
+    train_inner_steps, eval_inner_steps: inner steps in training and at test.
+    msl_iterations: MAML++'s multi-step loss lasts this many iterations.
+    imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
+    cg_damping, reg_damping: iMAML's damped CG system (``jaxmaml.imaml``; the
+      iMAML authors' code: 1 and 10); 0 and 0 give the exact implicit gradient.
+    inner_optimizer: Reptile's inner optimizer, 'sgd' or 'adam' (with
+      ``b1=0``, as the Reptile paper), at ``inner_lr``.
+    inner_batch_size: Reptile's inner mini-batch (training only); None uses
+      the whole support at every step.
+    outer_lr: the outer learning rate (Adam; Reptile: plain SGD).
+    outer_schedule: the outer learning rate over the run's iterations:
+      'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
+    outer_clip_norm: clip each meta-gradient to this global L2 norm before
+      the outer optimizer; None: no clipping (the papers').
+    precision: the model's compute dtype in training, 'float32' or
+      'bfloat16' (float32 parameters, meta-gradients and optimizer state
+      either way).
+  """
+
+  algorithm: str = 'maml'
+  first_order: bool = False
+  inner_lr: float = 0.4
+  train_inner_steps: int = 1
+  eval_inner_steps: int = 3
+  msl_iterations: int = 0
+  imaml_reg: float = 2.0
+  cg_steps: int = 5
+  cg_damping: float = 0.0
+  reg_damping: float = 0.0
+  inner_optimizer: str = 'sgd'
+  inner_batch_size: int | None = None
+  outer_lr: float = 1e-3
+  outer_schedule: str = 'constant'
+  outer_clip_norm: float | None = None
+  precision: str = 'float32'
+
+  def __post_init__(self):
+    cli.check_choice(self.algorithm, 'algorithm', ALGORITHMS)
+    cli.check_choice(self.outer_schedule, 'outer_schedule', OUTER_SCHEDULES)
+    cli.check_choice(self.inner_optimizer, 'inner_optimizer', INNER_OPTIMIZERS)
+    cli.check_choice(self.precision, 'precision', PRECISIONS)
+    cli.check_positive_ints(self, ('train_inner_steps', 'eval_inner_steps', 'cg_steps'))
+    checks.int_at_least(self.msl_iterations, 'msl_iterations', 0)
+    checks.optional_positive_int(self.inner_batch_size, 'inner_batch_size')
+    checks.real_number(self.imaml_reg, 'imaml_reg', positive=True)
+    for name in ('cg_damping', 'reg_damping'):
+      checks.real_number(getattr(self, name), name, positive=False)
+    if self.outer_clip_norm is not None:
+      checks.real_number(self.outer_clip_norm, 'outer_clip_norm', positive=True)
+    if self.algorithm != 'reptile' and (
+      self.inner_optimizer != 'sgd' or self.inner_batch_size is not None
+    ):
+      raise ValueError(
+        'inner_optimizer and inner_batch_size apply to algorithm reptile only, '
+        f'not {self.algorithm!r}.'
+      )
+    if self.algorithm != 'imaml' and (self.cg_damping or self.reg_damping):
+      raise ValueError(
+        f'cg_damping and reg_damping apply to algorithm imaml only, not {self.algorithm!r}.'
+      )
 
 
-def make_learners(config, loss_fn, *, has_aux: bool, per_step_bn=None, embed_fn=None,
-                  num_ways: int | None = None):
-  """``(training learner, evaluation learner)`` for ``config.algorithm``.
+FIELDS = tuple(f.name for f in dataclasses.fields(AlgorithmConfig))
+# The fields that change what training computes: every checkpoint records
+# them (evaluation's steps may change between runs).
+TRAINING_FIELDS = tuple(f for f in FIELDS if f != 'eval_inner_steps')
+# The training fields added after the first checkpoints (the committed
+# reproduction's) were written: a checkpoint without one was written with its
+# default.
+ADDED_FIELDS = tuple(
+  f
+  for f in TRAINING_FIELDS
+  if f not in ('first_order', 'inner_lr', 'train_inner_steps', 'outer_lr')
+)
+
+
+class Learners(NamedTuple):
+  """An algorithm's learners: the training one (in ``precision``) and the evaluation one."""
+
+  training: jaxmaml.MetaLearner
+  evaluation: jaxmaml.MetaLearner
+
+
+def make_learners(
+  algo: AlgorithmConfig,
+  apply_fn,
+  loss: Callable,
+  *,
+  has_aux: bool,
+  per_step_bn=None,
+  num_ways: int | None = None,
+) -> Learners:
+  """The training and evaluation learners of ``algo``.
 
   Args:
-    config: a sinusoid or few-shot ``Config``.
-    loss_fn: the model's loss, ``(params, batch) -> loss`` (or with metrics).
-    has_aux: whether ``loss_fn`` returns metrics.
+    algo: the algorithm.
+    apply_fn: the model, ``(params, inputs) -> outputs``, in float32; the
+      training learner computes it in ``algo.precision``. For ``protonets``
+      the model without its head (the embedding ``[n, dim]``).
+    loss: ``apply_fn -> loss_fn``, e.g. ``jaxmaml.cross_entropy_loss`` or
+      ``jaxmaml.mse_loss``.
+    has_aux: whether the losses ``loss`` makes return metrics.
     per_step_bn: MAML++'s per-step BatchNorm mask (None: the model has none).
-    embed_fn, num_ways: ProtoNets' embedding ``(params, inputs) -> [n, dim]``
-      and the number of classes per task.
+    num_ways: the number of classes per task (classification; ProtoNets needs it).
+
+  Returns:
+    ``Learners(training, evaluation)``: Reptile trains on inner mini-batches
+    and evaluates on the whole support; MAML++ evaluates as it trains (its
+    rates are per step); the others evaluate with ``eval_inner_steps`` steps.
   """
-  name = config.algorithm
-  if name == 'protonets':
-    if embed_fn is None:
-      raise ValueError('protonets needs a classification problem (an embedding).')
-    learner = jaxmaml.protonets(embed_fn, num_ways=num_ways)
-    return learner, learner
-  if name == 'maml_plus_plus':
-    learner = jaxmaml.maml_plus_plus(
-        loss_fn, inner_lr=config.inner_lr, num_steps=config.train_inner_steps,
-        msl_iterations=config.msl_iterations, learn_inner_lr=True, per_step_bn=per_step_bn,
-        has_aux=has_aux)
-    return learner, learner
 
-  def build(num_steps, first_order=False, training=False):
+  def build(apply, num_steps, training):
+    name, loss_fn = algo.algorithm, loss(apply)
     common = dict(num_steps=num_steps, has_aux=has_aux)
+    first_order = algo.first_order if training else False
+    if name == 'protonets':
+      if num_ways is None:
+        raise ValueError('protonets needs a classification problem (an embedding).')
+      return jaxmaml.protonets(apply, num_ways=num_ways)
+    if name == 'maml_plus_plus':
+      return jaxmaml.maml_plus_plus(
+        loss_fn,
+        inner_lr=algo.inner_lr,
+        msl_iterations=algo.msl_iterations,
+        learn_inner_lr=True,
+        per_step_bn=per_step_bn,
+        **common,
+      )
     if name == 'maml':
-      return jaxmaml.maml(loss_fn, inner_lr=config.inner_lr, first_order=first_order, **common)
+      return jaxmaml.maml(loss_fn, inner_lr=algo.inner_lr, first_order=first_order, **common)
     if name == 'anil':
-      return jaxmaml.anil(loss_fn, inner_lr=config.inner_lr, first_order=first_order, **common)
+      return jaxmaml.anil(loss_fn, inner_lr=algo.inner_lr, first_order=first_order, **common)
     if name == 'meta_sgd':
-      return jaxmaml.meta_sgd(loss_fn, init_lr=config.inner_lr, first_order=first_order,
-                              **common)
+      return jaxmaml.meta_sgd(loss_fn, init_lr=algo.inner_lr, first_order=first_order, **common)
     if name == 'reptile':
-      inner = ({'inner_optimizer': optax.adam(config.inner_lr, b1=0.0)}
-               if config.inner_optimizer == 'adam' else {'inner_lr': config.inner_lr})
-      return jaxmaml.reptile(loss_fn, **inner, **common,
-                             inner_batch_size=config.inner_batch_size if training else None)
-    return jaxmaml.imaml(loss_fn, inner_lr=config.inner_lr, reg=config.imaml_reg,
-                         cg_steps=config.cg_steps, cg_damping=config.cg_damping,
-                         reg_damping=config.reg_damping, **common)
+      inner = (
+        {'inner_optimizer': optax.adam(algo.inner_lr, b1=0.0)}
+        if algo.inner_optimizer == 'adam'
+        else {'inner_lr': algo.inner_lr}
+      )
+      return jaxmaml.reptile(
+        loss_fn, **inner, **common, inner_batch_size=algo.inner_batch_size if training else None
+      )
+    return jaxmaml.imaml(
+      loss_fn,
+      inner_lr=algo.inner_lr,
+      reg=algo.imaml_reg,
+      cg_steps=algo.cg_steps,
+      cg_damping=algo.cg_damping,
+      reg_damping=algo.reg_damping,
+      **common,
+    )
 
-  return (build(config.train_inner_steps, config.first_order, training=True),
-          build(config.eval_inner_steps))
+  # MAML++ learns a rate per step: it evaluates with the steps it trains with.
+  eval_steps = (
+    algo.train_inner_steps if algo.algorithm == 'maml_plus_plus' else algo.eval_inner_steps
+  )
+  return Learners(
+    training=build(
+      jaxmaml.mixed_precision(apply_fn, algo.precision), algo.train_inner_steps, training=True
+    ),
+    evaluation=build(apply_fn, eval_steps, training=False),
+  )
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """The outer optimizer: Adam (plain SGD for Reptile) at ``outer_lr``, scheduled, clipped."""
+def make_optimizer(algo: AlgorithmConfig, num_iterations: int) -> optax.GradientTransformation:
+  """The outer optimizer: Adam (plain SGD for Reptile) at ``outer_lr``, scheduled
+  over ``num_iterations``, clipped, and in low precision guarded against
+  non-finite meta-gradients."""
   lr = {
-      'constant': config.outer_lr,
-      # MAML++: cosine annealing to a minimum of 1e-5 (its code's min_learning_rate).
-      'cosine': optax.cosine_decay_schedule(
-          config.outer_lr, config.num_iterations, alpha=min(1.0, 1e-5 / config.outer_lr)),
-      'linear': optax.linear_schedule(config.outer_lr, 0.0, config.num_iterations),
-  }[config.outer_schedule]
-  optimizer = optax.sgd(lr) if config.algorithm == 'reptile' else optax.adam(lr)
-  if config.outer_clip_norm is not None:
-    optimizer = optax.chain(optax.clip_by_global_norm(config.outer_clip_norm), optimizer)
-  if config.precision == 'float32':
+    'constant': algo.outer_lr,
+    # MAML++: cosine annealing to a minimum of 1e-5 (its code's min_learning_rate).
+    'cosine': optax.cosine_decay_schedule(
+      algo.outer_lr, num_iterations, alpha=min(1.0, 1e-5 / algo.outer_lr)
+    ),
+    'linear': optax.linear_schedule(algo.outer_lr, 0.0, num_iterations),
+  }[algo.outer_schedule]
+  optimizer = optax.sgd(lr) if algo.algorithm == 'reptile' else optax.adam(lr)
+  if algo.outer_clip_norm is not None:
+    optimizer = optax.chain(optax.clip_by_global_norm(algo.outer_clip_norm), optimizer)
+  if algo.precision == 'float32':
     return optimizer
   # Skip (and count) updates whose meta-gradient is not finite; the training
   # loop stops at the first one. The count never reaches this limit.

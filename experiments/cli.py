@@ -1,26 +1,74 @@
-"""Shared by experiments and benchmarks: flags from a frozen config dataclass
-(every field is a flag), and the environment record written into results."""
+"""Shared by experiments and benchmarks: frozen configs by their flat field
+names (every field is a flag, a nested config's fields under their own names),
+argument checks for configs, and the environment record written into results."""
 
 import argparse
 import dataclasses
-import math
 import os
 import platform
 import types
 import typing
 
 import jax
-import optax
+
+from jaxmaml import checks
+
+
+def flatten(config) -> dict:
+  """Every field of ``config`` by name, a nested config's fields in its place.
+
+  Examples:
+    >>> from experiments.sinusoid.config import Config
+    >>> flat = flatten(Config())
+    >>> flat['num_iterations'], flat['inner_lr'], 'algo' in flat
+    (10000, 0.01, False)
+  """
+  flat = {}
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    flat.update(flatten(value) if dataclasses.is_dataclass(value) else {field.name: value})
+  return flat
+
+
+def override(config, **values):
+  """``config`` with the fields named in ``values`` replaced: its own, or by
+  their flat names those of the configs it nests.
+
+  Raises:
+    TypeError: for a name that is no field of ``config`` or of a config it nests.
+    ValueError: from the configs' checks.
+
+  Examples:
+    >>> from experiments.sinusoid.config import Config
+    >>> config = override(Config(), num_iterations=5, inner_lr=0.1)
+    >>> config.num_iterations, config.algo.inner_lr
+    (5, 0.1)
+  """
+  changes, rest = {}, dict(values)
+  for field in dataclasses.fields(config):
+    value = rest.pop(field.name, getattr(config, field.name))
+    if dataclasses.is_dataclass(value):  # A nested config, its fields by their names.
+      nested = {name: rest.pop(name) for name in flatten(value) if name in rest}
+      value = override(value, **nested) if nested else value
+    changes[field.name] = value
+  if rest:
+    raise TypeError(f'{type(config).__name__} has no field {sorted(rest)[0]!r}.')
+  return dataclasses.replace(config, **changes)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None) -> None:
-  """Adds ``--<field>`` for every field of ``config_cls`` (bools as --x/--no-x)."""
+  """Adds ``--<field>`` for every field of ``config_cls`` and of the configs it
+  nests (bools as --x/--no-x), with the values of ``defaults`` as defaults."""
   defaults = defaults or config_cls()
   for field in dataclasses.fields(config_cls):
+    default = getattr(defaults, field.name)
+    if dataclasses.is_dataclass(default):
+      add_config_flags(parser, type(default), default)
+      continue
     kind = field.type
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
       kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    flag, default = f'--{field.name}', getattr(defaults, field.name)
+    flag = f'--{field.name}'
     if kind is bool:
       parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
     elif typing.get_origin(kind) is tuple:
@@ -31,63 +79,89 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None)
 
 def config_from_args(parser, args: argparse.Namespace, config_cls, **overrides):
   """The config named by the parsed flags; a bad value is a usage error."""
-  values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+  values = {name: getattr(args, name) for name in flatten(config_cls())}
   values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
   try:
-    return config_cls(**{**values, **overrides})
+    return override(config_cls(), **{**values, **overrides})
   except ValueError as e:
     parser.error(str(e))
 
 
-def check_positive_ints(config, names) -> None:
-  """Raises a ValueError naming the first field of ``names`` that is not an int >= 1."""
-  for name in names:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f'{name} must be a positive int, got {value!r}.')
+def to_flags(config, defaults) -> list[str]:
+  """The flags that give ``config`` when ``defaults`` are the flags' defaults.
 
+  The inverse of ``add_config_flags``: the fields where ``config`` differs
+  from ``defaults``. A field that is None where ``defaults`` is not has no
+  flag (a ValueError).
 
-def check_finite_loss(loss: float, iteration: int) -> None:
-  """Stops a run whose meta-training diverged, before it is checkpointed."""
-  if not math.isfinite(loss):
-    raise FloatingPointError(
-        f'meta-training diverged: the mean query loss is {loss} at iteration {iteration}. '
-        'The last checkpoint holds the state before that; try a smaller outer_lr or '
-        'inner_lr.')
-
-
-def check_finite_updates(opt_state, iteration: int) -> None:
-  """Stops a low-precision run at its first non-finite meta-gradient.
-
-  ``opt_state`` comes from an ``optax.apply_if_finite`` optimizer (see
-  ``experiments.algorithms.make_optimizer``), which skipped that update: the
-  state is the last finite one, and may be checkpointed before this raises.
+  Examples:
+    >>> from experiments.algorithms import AlgorithmConfig
+    >>> to_flags(AlgorithmConfig(algorithm='reptile', inner_lr=0.1), AlgorithmConfig())
+    ['--algorithm', 'reptile', '--inner_lr', '0.1']
   """
-  if isinstance(opt_state, optax.ApplyIfFiniteState) and int(opt_state.total_notfinite):
-    raise FloatingPointError(
-        f'{int(opt_state.total_notfinite)} meta-gradient(s) were not finite by iteration '
-        f'{iteration}; those updates were skipped and the saved state is the last finite one. '
-        'Low precision with second-order gradients is a known cause (the double backward '
-        'overflows in bfloat16): run with --precision float32, or --first_order.')
+  base, flags = flatten(defaults), []
+  for name, value in flatten(config).items():
+    if base[name] == value:
+      continue
+    if isinstance(value, bool):
+      flags.append(f'--{name}' if value else f'--no-{name}')
+    elif value is None:
+      raise ValueError(f'{name}=None has no flag; it is the default only.')
+    elif isinstance(value, tuple):
+      flags += [f'--{name}', *map(str, value)]
+    else:
+      flags += [f'--{name}', str(value)]
+  return flags
+
+
+def check_positive_ints(config, names) -> None:
+  """Raises an error naming the first field of ``names`` that is not an int >= 1."""
+  for name in names:
+    checks.positive_int(getattr(config, name), name)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> None:
+  """Raises a ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f'{name} must be one of {choices}, got {value!r}.')
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser, distributed: bool = False) -> None:
   """Flags that change how a run executes, not what it computes."""
-  parser.add_argument('--compilation_cache', default=None, metavar='DIR',
-                      help='persistent XLA compilation cache: a rerun with the same '
-                      'programs loads them from DIR instead of compiling')
+  parser.add_argument(
+    '--compilation_cache',
+    default=None,
+    metavar='DIR',
+    help='persistent XLA compilation cache: a rerun with the same '
+    'programs loads them from DIR instead of compiling',
+  )
   if distributed:
-    parser.add_argument('--distributed', action='store_true',
-                        help='multi-host: call jax.distributed.initialize() first (on '
-                        'Cloud TPU, SLURM or Open MPI it finds its peers by itself; '
-                        'elsewhere pass the three flags below); every process runs the '
-                        'same command')
-    parser.add_argument('--coordinator_address', default=None, metavar='HOST:PORT',
-                        help='with --distributed: the address of process 0')
-    parser.add_argument('--num_processes', type=int, default=None,
-                        help='with --distributed: how many processes in all')
-    parser.add_argument('--process_id', type=int, default=None,
-                        help='with --distributed: this process, 0..num_processes-1')
+    parser.add_argument(
+      '--distributed',
+      action='store_true',
+      help='multi-host: call jax.distributed.initialize() first (on '
+      'Cloud TPU, SLURM or Open MPI it finds its peers by itself; '
+      'elsewhere pass the three flags below); every process runs the '
+      'same command',
+    )
+    parser.add_argument(
+      '--coordinator_address',
+      default=None,
+      metavar='HOST:PORT',
+      help='with --distributed: the address of process 0',
+    )
+    parser.add_argument(
+      '--num_processes',
+      type=int,
+      default=None,
+      help='with --distributed: how many processes in all',
+    )
+    parser.add_argument(
+      '--process_id',
+      type=int,
+      default=None,
+      help='with --distributed: this process, 0..num_processes-1',
+    )
 
 
 def apply_runtime_flags(args: argparse.Namespace) -> None:
@@ -97,8 +171,11 @@ def apply_runtime_flags(args: argparse.Namespace) -> None:
   if getattr(args, 'distributed', False):
     # Cross-process collectives for CPU devices (GPUs and TPUs have their own).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
+    jax.distributed.initialize(
+      coordinator_address=args.coordinator_address,
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+    )
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -111,7 +188,12 @@ def enable_compilation_cache(path: str) -> None:
 
 def environment() -> dict:
   """What produced a result: JAX version, backend, devices, Python, machine."""
-  return {'jax': jax.__version__, 'backend': jax.default_backend(),
-          'devices': [str(d) for d in jax.devices()], 'python': platform.python_version(),
-          'process_count': jax.process_count(), 'machine': platform.machine(),
-          'cpu_count': os.cpu_count()}
+  return {
+    'jax': jax.__version__,
+    'backend': jax.default_backend(),
+    'devices': [str(d) for d in jax.devices()],
+    'python': platform.python_version(),
+    'process_count': jax.process_count(),
+    'machine': platform.machine(),
+    'cpu_count': os.cpu_count(),
+  }

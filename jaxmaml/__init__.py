@@ -11,12 +11,12 @@ over tasks (``task_mesh``, ``replicate``, ``shard_tasks``) and mixed precision
 """
 
 from jaxmaml.adapt import InnerLR
-from jaxmaml.anil import anil
-from jaxmaml.anil import last_layer
 from jaxmaml.adapt import inner_sgd
 from jaxmaml.adapt import make_adapt
 from jaxmaml.adapt import make_trajectory
 from jaxmaml.adapt import scale_by_rates
+from jaxmaml.anil import anil
+from jaxmaml.anil import last_layer
 from jaxmaml.base import AdaptFn
 from jaxmaml.base import Batch
 from jaxmaml.base import LossFn
@@ -30,16 +30,16 @@ from jaxmaml.evaluation import adaptation_curve
 from jaxmaml.evaluation import evaluate
 from jaxmaml.evaluation import mean_confidence_interval
 from jaxmaml.imaml import imaml
-from jaxmaml.losses import cross_entropy_loss
-from jaxmaml.losses import mse_loss
 from jaxmaml.kit import grad_of
 from jaxmaml.kit import identity
 from jaxmaml.kit import task_loss_from_adapt
+from jaxmaml.losses import cross_entropy_loss
+from jaxmaml.losses import mse_loss
 from jaxmaml.maml import maml
 from jaxmaml.maml_plus_plus import maml_plus_plus
 from jaxmaml.meta_sgd import meta_sgd
-from jaxmaml.models import Conv4
 from jaxmaml.models import MLP
+from jaxmaml.models import Conv4
 from jaxmaml.models import apply_fn
 from jaxmaml.models import batch_norm_params
 from jaxmaml.models import conv4_miniimagenet
@@ -60,50 +60,50 @@ from jaxmaml.training import meta_gradient
 __version__ = '0.1.0'
 
 __all__ = (
-    'AdaptFn',
-    'Conv4',
-    'Batch',
-    'InnerLR',
-    'LossFn',
-    'MLP',
-    'MetaLearner',
-    'MetaTrainState',
-    'Metrics',
-    'Params',
-    'Task',
-    'TaskGradFn',
-    'TaskLossFn',
-    'adaptation_curve',
-    'anil',
-    'apply_fn',
-    'batch_norm_params',
-    'check_tasks',
-    'default_task_map',
-    'conv4_miniimagenet',
-    'cross_entropy_loss',
-    'evaluate',
-    'grad_of',
-    'identity',
-    'imaml',
-    'init_train_state',
-    'inner_sgd',
-    'last_layer',
-    'make_adapt',
-    'make_trajectory',
-    'make_meta_step',
-    'map_tasks',
-    'maml',
-    'maml_plus_plus',
-    'mean_confidence_interval',
-    'mixed_precision',
-    'meta_gradient',
-    'meta_sgd',
-    'mse_loss',
-    'protonets',
-    'replicate',
-    'reptile',
-    'scale_by_rates',
-    'shard_tasks',
-    'task_loss_from_adapt',
-    'task_mesh',
+  'AdaptFn',
+  'Conv4',
+  'Batch',
+  'InnerLR',
+  'LossFn',
+  'MLP',
+  'MetaLearner',
+  'MetaTrainState',
+  'Metrics',
+  'Params',
+  'Task',
+  'TaskGradFn',
+  'TaskLossFn',
+  'adaptation_curve',
+  'anil',
+  'apply_fn',
+  'batch_norm_params',
+  'check_tasks',
+  'default_task_map',
+  'conv4_miniimagenet',
+  'cross_entropy_loss',
+  'evaluate',
+  'grad_of',
+  'identity',
+  'imaml',
+  'init_train_state',
+  'inner_sgd',
+  'last_layer',
+  'make_adapt',
+  'make_trajectory',
+  'make_meta_step',
+  'map_tasks',
+  'maml',
+  'maml_plus_plus',
+  'mean_confidence_interval',
+  'mixed_precision',
+  'meta_gradient',
+  'meta_sgd',
+  'mse_loss',
+  'protonets',
+  'replicate',
+  'reptile',
+  'scale_by_rates',
+  'shard_tasks',
+  'task_loss_from_adapt',
+  'task_mesh',
 )

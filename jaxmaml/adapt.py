@@ -11,8 +11,9 @@ what ``observe`` sees after every step (MAML++'s multi-step loss, the
 adaptation curve); ``make_adapt`` is it without observations.
 """
 
+from collections.abc import Callable
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,16 +77,18 @@ def scale_by_rates(rates, *, per_step: bool = False) -> optax.GradientTransforma
     rates_def = jax.tree_util.tree_structure(rates)
     if rates_def != params_def:
       raise ValueError(
-          'inner_lr as a per-parameter pytree must have the structure of params; got '
-          f'{rates_def}, expected {params_def}.')
+        'inner_lr as a per-parameter pytree must have the structure of params; got '
+        f'{rates_def}, expected {params_def}.'
+      )
 
     def check(path, p, r):
       shape = np.shape(r)[1:] if per_step else np.shape(r)
       if p is not None and not _broadcasts_to(shape, np.shape(p)):
         raise ValueError(
-            f'inner_lr{jax.tree_util.keystr(path)} has shape {np.shape(r)}, not '
-            f'broadcastable to the parameter shape {np.shape(p)}'
-            + (' after its leading step axis.' if per_step else '.'))
+          f'inner_lr{jax.tree_util.keystr(path)} has shape {np.shape(r)}, not '
+          f'broadcastable to the parameter shape {np.shape(p)}'
+          + (' after its leading step axis.' if per_step else '.')
+        )
 
     jax.tree_util.tree_map_with_path(check, params, rates, is_leaf=_is_none)
     return ScaleByRatesState(count=jnp.zeros([], jnp.int32)) if per_step else optax.EmptyState()
@@ -112,7 +115,8 @@ def _broadcasts_to(shape, target) -> bool:
 def is_per_parameter(inner_lr: InnerLR) -> bool:
   """Whether ``inner_lr`` is a per-parameter pytree (not a scalar, array or callable)."""
   return not callable(inner_lr) and not isinstance(
-      inner_lr, (numbers.Number, np.ndarray, jax.Array))
+    inner_lr, (numbers.Number, np.ndarray, jax.Array)
+  )
 
 
 def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation:
@@ -140,38 +144,42 @@ def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation
   if np.ndim(inner_lr) == 1:
     if np.shape(inner_lr)[0] != num_steps:
       raise ValueError(
-          f'inner_lr as a schedule must have shape [num_steps] = [{num_steps}], got shape '
-          f'{np.shape(inner_lr)}.')
+        f'inner_lr as a schedule must have shape [num_steps] = [{num_steps}], got shape '
+        f'{np.shape(inner_lr)}.'
+      )
     rates = jnp.asarray(inner_lr)
     return optax.sgd(lambda count: rates[count])
   raise ValueError(
-      'inner_lr must be a scalar, a [num_steps] schedule, a callable schedule, or a pytree '
-      f'with the structure of params; got an array of shape {np.shape(inner_lr)}.')
+    'inner_lr must be a scalar, a [num_steps] schedule, a callable schedule, or a pytree '
+    f'with the structure of params; got an array of shape {np.shape(inner_lr)}.'
+  )
 
 
-def sgd_or(inner_optimizer: optax.GradientTransformation | None, inner_lr: InnerLR | None,
-           num_steps: int) -> optax.GradientTransformation:
+def sgd_or(
+  inner_optimizer: optax.GradientTransformation | None, inner_lr: InnerLR | None, num_steps: int
+) -> optax.GradientTransformation:
   """``inner_optimizer``, or ``inner_sgd(inner_lr, num_steps)``: exactly one of them is given."""
   if inner_lr is None and inner_optimizer is None:
-    raise TypeError('inner_lr is required (a scalar, schedule or pytree) unless '
-                    'inner_optimizer is given.')
+    raise TypeError(
+      'inner_lr is required (a scalar, schedule or pytree) unless inner_optimizer is given.'
+    )
   if inner_lr is not None and inner_optimizer is not None:
     raise TypeError('Give exactly one of inner_lr and inner_optimizer, not both.')
   return inner_sgd(inner_lr, num_steps) if inner_optimizer is None else inner_optimizer
 
 
 def make_trajectory(
-    loss_fn: base.LossFn,
-    inner_optimizer: optax.GradientTransformation,
-    *,
-    num_steps: int,
-    observe: Observe,
-    first_order: bool = False,
-    remat: bool | int = False,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
-    mask: Any = None,
-    per_step_support: bool = False,
+  loss_fn: base.LossFn,
+  inner_optimizer: optax.GradientTransformation,
+  *,
+  num_steps: int,
+  observe: Observe,
+  first_order: bool = False,
+  remat: bool | int = False,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
+  mask: Any = None,
+  per_step_support: bool = False,
 ) -> Callable[[base.Params, base.Batch], tuple[base.Params, jax.Array, Any]]:
   """Builds ``trajectory(params, support)``: the inner loop, observed after every step.
 
@@ -233,15 +241,15 @@ def make_trajectory(
   num_steps = checks.positive_int(num_steps, 'num_steps')
   if not isinstance(inner_optimizer, optax.GradientTransformation):
     raise TypeError(
-        'inner_optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1), or '
-        f'jaxmaml.adapt.inner_sgd(inner_lr, num_steps) for schedules), got {inner_optimizer!r}.')
+      'inner_optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1), or '
+      f'jaxmaml.adapt.inner_sgd(inner_lr, num_steps) for schedules), got {inner_optimizer!r}.'
+    )
   if not isinstance(remat, numbers.Integral) or remat < 0:
     raise ValueError(f'remat must be a bool or a positive int (segment length), got {remat!r}.')
   segment = int(remat)
   if unroll is None:
     unroll = 1 if remat else num_steps <= MAX_DEFAULT_UNROLL
-  elif not isinstance(unroll, bool) and (
-      not isinstance(unroll, numbers.Integral) or unroll <= 0):
+  elif not isinstance(unroll, bool) and (not isinstance(unroll, numbers.Integral) or unroll <= 0):
     raise ValueError(f'unroll must be a bool, a positive int or None, got {unroll!r}.')
   inner_loss = kit.loss_only(loss_fn, has_aux)
 
@@ -252,13 +260,15 @@ def make_trajectory(
       for leaf in jax.tree_util.tree_leaves(support):
         if np.shape(leaf)[:1] != (num_steps,):
           raise ValueError(
-              'with per_step_support=True every support leaf needs a leading '
-              f'[num_steps] = [{num_steps}] axis, got shape {np.shape(leaf)}.')
+            'with per_step_support=True every support leaf needs a leading '
+            f'[num_steps] = [{num_steps}] axis, got shape {np.shape(leaf)}.'
+          )
 
     def full(adapted):
       """The whole parameter pytree: the adapted leaves, the others as they were."""
-      return jax.tree_util.tree_map(lambda a, p: p if a is None else a, adapted, params,
-                                    is_leaf=_is_none)
+      return jax.tree_util.tree_map(
+        lambda a, p: p if a is None else a, adapted, params, is_leaf=_is_none
+      )
 
     def step(carry, batch):
       adapted, opt_state = carry
@@ -272,8 +282,7 @@ def make_trajectory(
 
     if remat:
       step = jax.checkpoint(step)
-    scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length,
-                                                  unroll=unroll)
+    scan = lambda carry, xs, length: jax.lax.scan(step, carry, xs, length=length, unroll=unroll)
     xs = support if per_step_support else None
     adapted = treedef.unflatten([p if m else None for p, m in zip(leaves, flags)])
     carry = (adapted, inner_optimizer.init(adapted))
@@ -285,13 +294,13 @@ def make_trajectory(
     num_segments = num_steps // segment
     split = num_segments * segment
     segment_xs = jax.tree_util.tree_map(
-        lambda x: x[:split].reshape(num_segments, segment, *x.shape[1:]), xs)
+      lambda x: x[:split].reshape(num_segments, segment, *x.shape[1:]), xs
+    )
     run_segment = jax.checkpoint(lambda carry, xs: scan(carry, xs, segment))
     carry, outs = jax.lax.scan(run_segment, carry, segment_xs, length=num_segments)
     outs = jax.tree_util.tree_map(lambda x: x.reshape(split, *x.shape[2:]), outs)
     if split < num_steps:
-      carry, rest = scan(carry, jax.tree_util.tree_map(lambda x: x[split:], xs),
-                         num_steps - split)
+      carry, rest = scan(carry, jax.tree_util.tree_map(lambda x: x[split:], xs), num_steps - split)
       outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
     return full(carry[0]), *outs
 
@@ -304,11 +313,11 @@ def _nothing(params, batch):
 
 
 def make_adapt(
-    loss_fn: base.LossFn,
-    inner_optimizer: optax.GradientTransformation,
-    *,
-    num_steps: int,
-    **options,
+  loss_fn: base.LossFn,
+  inner_optimizer: optax.GradientTransformation,
+  *,
+  num_steps: int,
+  **options,
 ) -> base.AdaptFn:
   """Builds ``adapt(params, support)``: ``num_steps`` inner updates on one task.
 
@@ -333,8 +342,9 @@ def make_adapt(
     >>> losses.shape
     (3,)
   """
-  trajectory = make_trajectory(loss_fn, inner_optimizer, num_steps=num_steps, observe=_nothing,
-                               **options)
+  trajectory = make_trajectory(
+    loss_fn, inner_optimizer, num_steps=num_steps, observe=_nothing, **options
+  )
 
   def adapt(params: base.Params, support: base.Batch):
     adapted, losses, _ = trajectory(params, support)

@@ -22,23 +22,26 @@ def last_layer(params: base.Params):
   """
   if not isinstance(params, dict) or not params:
     raise TypeError(
-        'last_layer needs params as a non-empty dict of layers (a Flax params '
-        f'collection), got {type(params).__name__}; pass head= explicitly.')
+      'last_layer needs params as a non-empty dict of layers (a Flax params '
+      f'collection), got {type(params).__name__}; pass head= explicitly.'
+    )
   head = list(params)[-1]
-  return {name: jax.tree_util.tree_map(lambda _: name == head, layer)
-          for name, layer in params.items()}
+  return {
+    name: jax.tree_util.tree_map(lambda _, is_head=name == head: is_head, layer)
+    for name, layer in params.items()
+  }
 
 
 def anil(
-    loss_fn: base.LossFn,
-    *,
-    inner_lr: adapt_lib.InnerLR,
-    num_steps: int,
-    head=last_layer,
-    first_order: bool = False,
-    remat: bool | int = False,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
+  loss_fn: base.LossFn,
+  *,
+  inner_lr: adapt_lib.InnerLR,
+  num_steps: int,
+  head=last_layer,
+  first_order: bool = False,
+  remat: bool | int = False,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
 ) -> base.MetaLearner:
   """Almost No Inner Loop: MAML adapting only the ``head`` parameters.
 
@@ -66,6 +69,13 @@ def anil(
     >>> float(adapted['body']['w']), round(float(adapted['head']['w']), 2)
     (1.0, 0.6)
   """
-  return maml(loss_fn, inner_lr=inner_lr, num_steps=num_steps,
-                       first_order=first_order, remat=remat, unroll=unroll,
-                       has_aux=has_aux, mask=head)
+  return maml(
+    loss_fn,
+    inner_lr=inner_lr,
+    num_steps=num_steps,
+    first_order=first_order,
+    remat=remat,
+    unroll=unroll,
+    has_aux=has_aux,
+    mask=head,
+  )

@@ -7,7 +7,8 @@ the ProtoNets baseline) returns the same record; what differs between them is
 how the fields are built, never a subclass.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 

@@ -21,7 +21,8 @@ def save_checkpoint(path: str, target: Any, metadata: dict | None = None) -> Non
   """Writes ``target`` (a pytree) and JSON-able ``metadata`` to ``path`` atomically."""
   state = flax.serialization.to_state_dict(jax.device_get(target))
   payload = flax.serialization.msgpack_serialize(
-      {'state': state, 'metadata': json.dumps(metadata or {})})
+    {'state': state, 'metadata': json.dumps(metadata or {})}
+  )
   atomic_write(path, lambda f: f.write(payload))
 
 
@@ -49,6 +50,6 @@ def restore_checkpoint(path: str, target: Any) -> tuple[Any, dict] | None:
   for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(target)):
     if np.shape(got) != np.shape(want):
       raise ValueError(
-          f'{path} holds an array of shape {np.shape(got)} where the target '
-          f'has {np.shape(want)}.')
+        f'{path} holds an array of shape {np.shape(got)} where the target has {np.shape(want)}.'
+      )
   return restored, json.loads(payload['metadata'])

@@ -40,9 +40,12 @@ def optional_positive_int(value, name: str) -> int | None:
 
 def finite_scalar(value, name: str) -> None:
   """Raises a ValueError naming ``name`` unless ``value`` is a finite real scalar."""
-  if (isinstance(value, bool) or np.ndim(value) != 0
-      or not np.issubdtype(np.asarray(value).dtype, np.number)
-      or not np.isfinite(value)):
+  if (
+    isinstance(value, bool)
+    or np.ndim(value) != 0
+    or not np.issubdtype(np.asarray(value).dtype, np.number)
+    or not np.isfinite(value)
+  ):
     raise ValueError(f'{name} must be a finite scalar, got {value!r}.')
 
 
@@ -79,7 +82,8 @@ def bool_mask(mask, params, name: str = 'mask') -> list[bool]:
   params_def = jax.tree_util.tree_structure(params)
   if mask_def != params_def:
     raise ValueError(
-        f'{name} must have the structure of params; got {mask_def}, expected {params_def}.')
+      f'{name} must have the structure of params; got {mask_def}, expected {params_def}.'
+    )
   flags = jax.tree_util.tree_leaves(mask)
   if not all(isinstance(m, (bool, np.bool_)) for m in flags):
     raise TypeError(f'{name} leaves must be Python bools, got {flags}.')

@@ -18,20 +18,20 @@ from jaxmaml import tasks as tasks_lib
 @functools.partial(jax.jit, static_argnames=('task_loss', 'task_map', 'batch_size'))
 def _evaluate(task_loss, params, tasks, task_map, batch_size):
   return tasks_lib.map_tasks(
-      lambda task: task_loss(params, task)[1],
-      tasks,
-      task_map=task_map,
-      batch_size=batch_size,
+    lambda task: task_loss(params, task)[1],
+    tasks,
+    task_map=task_map,
+    batch_size=batch_size,
   )
 
 
 def evaluate(
-    task_loss: base.TaskLossFn,
-    params: base.Params,
-    tasks: base.Task,
-    *,
-    task_map: str = 'vmap',
-    batch_size: int | None = None,
+  task_loss: base.TaskLossFn,
+  params: base.Params,
+  tasks: base.Task,
+  *,
+  task_map: str = 'vmap',
+  batch_size: int | None = None,
 ) -> base.Metrics:
   """Per-task metrics of ``task_loss`` on a meta-batch of held-out tasks.
 
@@ -57,35 +57,39 @@ def evaluate(
 
 
 @functools.partial(
-    jax.jit, static_argnames=('loss_fn', 'has_aux', 'num_steps', 'task_map', 'batch_size'))
-def _adaptation_curve(loss_fn, params, tasks, inner_lr, has_aux, num_steps, task_map,
-                      batch_size):
+  jax.jit, static_argnames=('loss_fn', 'has_aux', 'num_steps', 'task_map', 'batch_size')
+)
+def _adaptation_curve(loss_fn, params, tasks, inner_lr, has_aux, num_steps, task_map, batch_size):
   def score(p, batch):
     loss, aux = kit.split_aux(loss_fn(p, batch), has_aux)
     return {**aux, 'loss': loss}
 
   def one_task(task):
     trajectory = adapt_lib.make_trajectory(
-        loss_fn, adapt_lib.inner_sgd(inner_lr, num_steps), num_steps=num_steps,
-        observe=lambda p, _: score(p, task.query), has_aux=has_aux, unroll=1)
+      loss_fn,
+      adapt_lib.inner_sgd(inner_lr, num_steps),
+      num_steps=num_steps,
+      observe=lambda p, _: score(p, task.query),
+      has_aux=has_aux,
+      unroll=1,
+    )
     _, _, after = trajectory(params, task.support)
     before = score(params, task.query)
-    return jax.tree_util.tree_map(
-        lambda b, a: jnp.concatenate([b[None], a]), before, after)
+    return jax.tree_util.tree_map(lambda b, a: jnp.concatenate([b[None], a]), before, after)
 
   return tasks_lib.map_tasks(one_task, tasks, task_map=task_map, batch_size=batch_size)
 
 
 def adaptation_curve(
-    loss_fn: base.LossFn,
-    params: base.Params,
-    tasks: base.Task,
-    *,
-    inner_lr,
-    num_steps: int,
-    has_aux: bool = False,
-    task_map: str = 'vmap',
-    batch_size: int | None = None,
+  loss_fn: base.LossFn,
+  params: base.Params,
+  tasks: base.Task,
+  *,
+  inner_lr,
+  num_steps: int,
+  has_aux: bool = False,
+  task_map: str = 'vmap',
+  batch_size: int | None = None,
 ) -> base.Metrics:
   """Query metrics after 0, 1, ..., ``num_steps`` inner steps, in one pass.
 
@@ -115,8 +119,7 @@ def adaptation_curve(
   rates = jnp.broadcast_to(jnp.asarray(inner_lr, jnp.float32), (num_steps,))
   tasks_lib.check_task_map(task_map, batch_size)
   tasks_lib.check_tasks(tasks)
-  return _adaptation_curve(loss_fn, params, tasks, rates, has_aux, num_steps, task_map,
-                           batch_size)
+  return _adaptation_curve(loss_fn, params, tasks, rates, has_aux, num_steps, task_map, batch_size)
 
 
 def mean_confidence_interval(values, confidence: float = 0.95) -> tuple[float, float]:
@@ -140,4 +143,3 @@ def mean_confidence_interval(values, confidence: float = 0.95) -> tuple[float, f
   z = statistics.NormalDist().inv_cdf((1.0 + confidence) / 2.0)
   half_width = z * values.std(ddof=1) / math.sqrt(values.size)
   return float(values.mean()), float(half_width)
-

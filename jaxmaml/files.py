@@ -4,9 +4,10 @@ Checkpoints (``jaxmaml.checkpoint``), the data loaders' caches
 (``jaxmaml.data.cache``) and the benchmarks' reports all write this way.
 """
 
+from collections.abc import Callable
 import os
 import tempfile
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:

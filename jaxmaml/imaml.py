@@ -30,8 +30,9 @@ from jaxmaml import kit
 
 def _vdot(a: base.Params, b: base.Params) -> jax.Array:
   """``<a, b>`` summed over all leaves of two pytrees of the same structure."""
-  leaves = [jnp.sum(x * y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                           jax.tree_util.tree_leaves(b))]
+  leaves = [
+    jnp.sum(x * y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  ]
   return sum(leaves[1:], leaves[0])
 
 
@@ -93,17 +94,17 @@ def conjugate_gradient(matvec, b: base.Params, num_steps: int):
 
 
 def imaml(
-    loss_fn: base.LossFn,
-    *,
-    inner_lr: adapt_lib.InnerLR | None = None,
-    num_steps: int,
-    reg: float,
-    cg_steps: int = 5,
-    cg_damping: float = 0.0,
-    reg_damping: float = 0.0,
-    has_aux: bool = False,
-    unroll: int | bool | None = None,
-    inner_optimizer: optax.GradientTransformation | None = None,
+  loss_fn: base.LossFn,
+  *,
+  inner_lr: adapt_lib.InnerLR | None = None,
+  num_steps: int,
+  reg: float,
+  cg_steps: int = 5,
+  cg_damping: float = 0.0,
+  reg_damping: float = 0.0,
+  has_aux: bool = False,
+  unroll: int | bool | None = None,
+  inner_optimizer: optax.GradientTransformation | None = None,
 ) -> base.MetaLearner:
   """Implicit MAML: the outer gradient from the inner problem's optimality.
 
@@ -201,11 +202,11 @@ def imaml(
     return value(phi, support) + 0.5 * reg * sq_dist
 
   proximal_adapt = adapt_lib.make_adapt(
-      proximal_loss,
-      adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
-      num_steps=num_steps,
-      first_order=True,
-      unroll=unroll,
+    proximal_loss,
+    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
+    num_steps=num_steps,
+    first_order=True,
+    unroll=unroll,
   )
 
   def adapt(params: base.Params, support: base.Batch):
@@ -222,13 +223,13 @@ def imaml(
     (loss, aux), g = query_value_and_grad(phi, task.query)
     _, hvp = jax.linearize(jax.grad(lambda p: value(p, task.support)), phi)
     v, residual = conjugate_gradient(
-        lambda x: _axpy(hessian_coef, hvp(x), _scale(identity_coef, x)), g, cg_steps)
-    return v, {**aux, 'loss': loss, 'support_losses': support_losses,
-               'cg_residual': residual}
+      lambda x: _axpy(hessian_coef, hvp(x), _scale(identity_coef, x)), g, cg_steps
+    )
+    return v, {**aux, 'loss': loss, 'support_losses': support_losses, 'cg_residual': residual}
 
   return base.MetaLearner(
-      init=kit.identity,
-      adapt=adapt,
-      task_loss=kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux),
-      task_grad=task_grad,
+    init=kit.identity,
+    adapt=adapt,
+    task_loss=kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux),
+    task_grad=task_grad,
   )

@@ -23,7 +23,7 @@ def loss_only(loss_fn: base.LossFn, has_aux: bool) -> base.LossFn:
 
 
 def task_loss_from_adapt(
-    adapt: base.AdaptFn, loss_fn: base.LossFn, *, has_aux: bool = False
+  adapt: base.AdaptFn, loss_fn: base.LossFn, *, has_aux: bool = False
 ) -> base.TaskLossFn:
   """The MAML meta-objective of one task: adapt on support, score on query.
 

@@ -5,7 +5,7 @@ Each factory takes ``apply(params, inputs) -> outputs`` (for a Flax module,
 batches.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -6,15 +6,15 @@ from jaxmaml import kit
 
 
 def maml(
-    loss_fn: base.LossFn,
-    *,
-    inner_lr: adapt_lib.InnerLR,
-    num_steps: int,
-    first_order: bool = False,
-    remat: bool | int = False,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
-    mask=None,
+  loss_fn: base.LossFn,
+  *,
+  inner_lr: adapt_lib.InnerLR,
+  num_steps: int,
+  first_order: bool = False,
+  remat: bool | int = False,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
+  mask=None,
 ) -> base.MetaLearner:
   """Model-Agnostic Meta-Learning.
 
@@ -54,20 +54,19 @@ def maml(
     -1.28
   """
   adapt = adapt_lib.make_adapt(
-      loss_fn,
-      adapt_lib.inner_sgd(inner_lr, num_steps),
-      num_steps=num_steps,
-      first_order=first_order,
-      remat=remat,
-      unroll=unroll,
-      has_aux=has_aux,
-      mask=mask,
+    loss_fn,
+    adapt_lib.inner_sgd(inner_lr, num_steps),
+    num_steps=num_steps,
+    first_order=first_order,
+    remat=remat,
+    unroll=unroll,
+    has_aux=has_aux,
+    mask=mask,
   )
   task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
   return base.MetaLearner(
-      init=kit.identity,
-      adapt=adapt,
-      task_loss=task_loss,
-      task_grad=kit.grad_of(task_loss),
+    init=kit.identity,
+    adapt=adapt,
+    task_loss=task_loss,
+    task_grad=kit.grad_of(task_loss),
   )
-

@@ -44,24 +44,23 @@ def msl_weights(num_steps: int, iteration, msl_iterations: int) -> jax.Array:
   progress = jnp.asarray(iteration, jnp.float32) / msl_iterations
   floor = MIN_NON_FINAL_WEIGHT / num_steps
   non_final = jnp.maximum((1.0 - progress) / num_steps, floor)
-  final = jnp.minimum((1.0 + progress * (num_steps - 1)) / num_steps,
-                      1.0 - (num_steps - 1) * floor)
+  final = jnp.minimum((1.0 + progress * (num_steps - 1)) / num_steps, 1.0 - (num_steps - 1) * floor)
   weights = jnp.concatenate([jnp.full([num_steps - 1], non_final), final[None]])
   return jnp.where(progress < 1.0, weights, last)
 
 
 def maml_plus_plus(
-    loss_fn: base.LossFn,
-    *,
-    inner_lr: float,
-    num_steps: int,
-    msl_iterations: int = 0,
-    learn_inner_lr: bool = False,
-    per_step_bn=None,
-    first_order_iterations: int = 0,
-    remat: bool = False,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
+  loss_fn: base.LossFn,
+  *,
+  inner_lr: float,
+  num_steps: int,
+  msl_iterations: int = 0,
+  learn_inner_lr: bool = False,
+  per_step_bn=None,
+  first_order_iterations: int = 0,
+  remat: bool = False,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
 ) -> base.MetaLearner:
   """MAML++; every piece is off by default and switched on by its argument.
 
@@ -130,10 +129,13 @@ def maml_plus_plus(
 
   def init(params: base.Params) -> base.Params:
     rates = jax.tree_util.tree_map(
-        lambda p: jnp.full([num_steps], inner_lr, jnp.result_type(p)), params)
+      lambda p: jnp.full([num_steps], inner_lr, jnp.result_type(p)), params
+    )
     stacked = jax.tree_util.tree_map(
-        lambda p, m: jnp.broadcast_to(p, (num_steps, *jnp.shape(p))) if m else p,
-        params, bn_flags(params))
+      lambda p, m: jnp.broadcast_to(p, (num_steps, *jnp.shape(p))) if m else p,
+      params,
+      bn_flags(params),
+    )
     return {'params': stacked, 'inner_lr': rates}
 
   def run(meta_params, task: base.Task, first_order: bool):
@@ -150,13 +152,17 @@ def maml_plus_plus(
     # The per-step "support" is the step index: step k reads slice k of the
     # per-step parameters, on the whole support set.
     trajectory = adapt_lib.make_trajectory(
-        lambda p, k: loss_fn(at_step(p, k), task.support),
-        adapt_lib.scale_by_rates(rates, per_step=True),
-        num_steps=num_steps,
-        observe=lambda p, k: kit.split_aux(loss_fn(at_step(p, k), task.query), has_aux),
-        first_order=first_order, remat=remat, unroll=unroll, has_aux=has_aux,
-        mask=None if per_step_bn is None else jax.tree_util.tree_map(lambda m: not m, flags),
-        per_step_support=True)
+      lambda p, k: loss_fn(at_step(p, k), task.support),
+      adapt_lib.scale_by_rates(rates, per_step=True),
+      num_steps=num_steps,
+      observe=lambda p, k: kit.split_aux(loss_fn(at_step(p, k), task.query), has_aux),
+      first_order=first_order,
+      remat=remat,
+      unroll=unroll,
+      has_aux=has_aux,
+      mask=None if per_step_bn is None else jax.tree_util.tree_map(lambda m: not m, flags),
+      per_step_support=True,
+    )
     params, support_losses, (losses, aux) = trajectory(params, jnp.arange(num_steps))
     return params, support_losses, losses, aux
 
@@ -167,8 +173,7 @@ def maml_plus_plus(
 
   def metrics(support_losses, losses, aux):
     last = jax.tree_util.tree_map(lambda x: x[-1], aux)
-    return {**last, 'loss': losses[-1], 'support_losses': support_losses,
-            'step_losses': losses}
+    return {**last, 'loss': losses[-1], 'support_losses': support_losses, 'step_losses': losses}
 
   def task_loss(meta_params, task: base.Task):
     _, support_losses, losses, aux = run(meta_params, task, first_order=False)

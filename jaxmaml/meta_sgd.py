@@ -10,14 +10,14 @@ from jaxmaml import kit
 
 
 def meta_sgd(
-    loss_fn: base.LossFn,
-    *,
-    init_lr: float,
-    num_steps: int = 1,
-    first_order: bool = False,
-    remat: bool | int = False,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
+  loss_fn: base.LossFn,
+  *,
+  init_lr: float,
+  num_steps: int = 1,
+  first_order: bool = False,
+  remat: bool | int = False,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
 ) -> base.MetaLearner:
   """Meta-SGD: the inner step ``params - inner_lr * grad``, ``inner_lr`` meta-learned.
 
@@ -53,16 +53,24 @@ def meta_sgd(
   checks.finite_scalar(init_lr, 'init_lr')
 
   def init(params: base.Params) -> base.Params:
-    rates = jax.tree_util.tree_map(lambda p: jnp.full(jnp.shape(p), init_lr, jnp.result_type(p)),
-                                   params)
+    rates = jax.tree_util.tree_map(
+      lambda p: jnp.full(jnp.shape(p), init_lr, jnp.result_type(p)), params
+    )
     return {'params': params, 'inner_lr': rates}
 
   def adapt(meta_params: base.Params, support: base.Batch):
-    inner = adapt_lib.make_adapt(loss_fn, adapt_lib.scale_by_rates(meta_params['inner_lr']),
-                                 num_steps=num_steps, first_order=first_order, remat=remat,
-                                 unroll=unroll, has_aux=has_aux)
+    inner = adapt_lib.make_adapt(
+      loss_fn,
+      adapt_lib.scale_by_rates(meta_params['inner_lr']),
+      num_steps=num_steps,
+      first_order=first_order,
+      remat=remat,
+      unroll=unroll,
+      has_aux=has_aux,
+    )
     return inner(meta_params['params'], support)
 
   task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
-  return base.MetaLearner(init=init, adapt=adapt, task_loss=task_loss,
-                          task_grad=kit.grad_of(task_loss))
+  return base.MetaLearner(
+    init=init, adapt=adapt, task_loss=task_loss, task_grad=kit.grad_of(task_loss)
+  )

@@ -7,8 +7,8 @@ would need ``nnx.split``/``nnx.merge`` around every call to get the same
 functional form; linen gives it directly.)
 """
 
+from collections.abc import Callable, Sequence
 import typing
-from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -68,28 +68,34 @@ def conv3x3(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Arra
   """
   if impl == 'xla':
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), 'SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x, kernel, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
   n, h, w, c = x.shape
   out_h, out_w = -(-h // stride), -(-w // stride)
   # 'SAME' padding as XLA computes it: total = max((out - 1) * stride + 3 - size, 0).
   pad_h = max((out_h - 1) * stride + 3 - h, 0)
   pad_w = max((out_w - 1) * stride + 3 - w, 0)
-  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  x = jnp.pad(
+    x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+  )
   window = lambda i, j: jax.lax.slice(
-      x, (0, i, j, 0), (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
-      (1, stride, stride, 1))  # [n, out_h, out_w, c]
+    x,
+    (0, i, j, 0),
+    (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+    (1, stride, stride, 1),
+  )  # [n, out_h, out_w, c]
   if c <= SMALL_C_IN:
     # Few input channels (the images): the patch axis leads, [9 * c, positions],
     # so that the kernel gradient contracts the long positions axis without
     # transposing it (measured 14% faster on the miniImageNet meta-step).
     patches = jnp.stack([jnp.moveaxis(window(i, j), -1, 0) for i in range(3) for j in range(3)])
-    out = jax.lax.dot_general(patches.reshape(9 * c, -1), kernel.reshape(9 * c, -1),
-                              (((0,), (0,)), ((), ())))
+    out = jax.lax.dot_general(
+      patches.reshape(9 * c, -1), kernel.reshape(9 * c, -1), (((0,), (0,)), ((), ()))
+    )
     return out.reshape(n, out_h, out_w, -1)
-  patches = jnp.concatenate([window(i, j) for i in range(3) for j in range(3)],
-                            axis=-1)  # [n, out_h, out_w, 9 * c]
+  patches = jnp.concatenate(
+    [window(i, j) for i in range(3) for j in range(3)], axis=-1
+  )  # [n, out_h, out_w, 9 * c]
   return patches @ kernel.reshape(9 * c, -1)
 
 
@@ -103,7 +109,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   (``select_and_scatter``) slowly.
   """
   n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+  x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
   a, b, c, d = x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
   top = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d)))
   return jnp.where(a == top, a, jnp.where(b == top, b, jnp.where(c == top, c, d)))
@@ -127,8 +133,9 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.xavier_uniform(),
-                        (3, 3, x.shape[-1], self.features))
+    kernel = self.param(
+      'kernel', nn.initializers.xavier_uniform(), (3, 3, x.shape[-1], self.features)
+    )
     x = conv3x3(x, kernel, 2 if self.pooling == 'stride' else 1, self.conv)
     if self.batch_norm == 'batch':
       # Statistics in float32 whatever the compute dtype (jaxmaml.mixed_precision),
@@ -176,10 +183,12 @@ class Conv4(nn.Module):
   conv: str = 'matmul'
 
   def __post_init__(self):
-    for name, value, allowed in (('pooling', self.pooling, POOLINGS),
-                                 ('head', self.head, ('mean', 'flatten')),
-                                 ('batch_norm', self.batch_norm, BATCH_NORMS),
-                                 ('conv', self.conv, CONV_IMPLS)):
+    for name, value, allowed in (
+      ('pooling', self.pooling, POOLINGS),
+      ('head', self.head, ('mean', 'flatten')),
+      ('batch_norm', self.batch_norm, BATCH_NORMS),
+      ('conv', self.conv, CONV_IMPLS),
+    ):
       if value not in allowed:
         raise ValueError(f'{name} must be one of {allowed}, got {value!r}.')
     super().__post_init__()
@@ -189,8 +198,7 @@ class Conv4(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'Conv4 expects inputs [n, height, width, channels], got {x.shape}.')
     for _ in range(4):
-      x = ConvBlock(self.features, self.pooling, self.batch_norm, self.bn_scale,
-                    self.conv)(x)
+      x = ConvBlock(self.features, self.pooling, self.batch_norm, self.bn_scale, self.conv)(x)
     x = jnp.mean(x, axis=(1, 2)) if self.head == 'mean' else x.reshape(x.shape[0], -1)
     return x if self.num_classes is None else nn.Dense(self.num_classes)(x)
 
@@ -203,8 +211,9 @@ def batch_norm_params(params: dict) -> dict:
     ``bias`` and ``scale`` of every ``ConvBlock``.
   """
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: (str(path[0].key).startswith('ConvBlock')
-                       and path[-1].key in ('bias', 'scale')), params)
+    lambda path, _: str(path[0].key).startswith('ConvBlock') and path[-1].key in ('bias', 'scale'),
+    params,
+  )
 
 
 def conv4_miniimagenet(num_classes: int | None, **kwargs) -> Conv4:

@@ -14,7 +14,8 @@ outer update with ``optax.apply_if_finite``, which skips an update whose
 gradient is not finite and counts it, so that a run can stop cleanly.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,9 @@ def _cast_floats(tree: Any, dtype) -> Any:
   return jax.tree_util.tree_map(cast, tree)
 
 
-def mixed_precision(fn: Callable[..., Any], compute_dtype: str | jnp.dtype = 'bfloat16'
-                    ) -> Callable[..., Any]:
+def mixed_precision(
+  fn: Callable[..., Any], compute_dtype: str | jnp.dtype = 'bfloat16'
+) -> Callable[..., Any]:
   """Wraps ``fn(params, *args)`` to compute in ``compute_dtype``.
 
   Args:

@@ -7,7 +7,7 @@ example by a softmax over minus its squared distances to the prototypes. The
 meta-parameters are the embedding network's, trained through the query loss.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ from jaxmaml import kit
 
 EmbedFn = Callable[[base.Params, jax.Array], jax.Array]
 """``embed_fn(params, inputs [n, ...]) -> embeddings [n, dim]``."""
+
 
 def squared_euclidean_logits(embeddings: jax.Array, prototypes: jax.Array) -> jax.Array:
   """Minus the squared Euclidean distances, ``[n, dim], [ways, dim] -> [n, ways]``."""
@@ -38,9 +39,9 @@ def class_means(embeddings: jax.Array, labels: jax.Array, num_ways: int) -> jax.
 
 
 def protonets(
-    embed_fn: EmbedFn,
-    *,
-    num_ways: int,
+  embed_fn: EmbedFn,
+  *,
+  num_ways: int,
 ) -> base.MetaLearner:
   """Prototypical networks: nearest class mean in a meta-learned embedding.
 
@@ -96,8 +97,9 @@ def protonets(
     embeddings = embed_fn(params, inputs)
     if embeddings.ndim != 2:
       raise ValueError(
-          f'embed_fn must return embeddings [n, dim]; got shape {embeddings.shape} '
-          f'for the {name} inputs of shape {inputs.shape}.')
+        f'embed_fn must return embeddings [n, dim]; got shape {embeddings.shape} '
+        f'for the {name} inputs of shape {inputs.shape}.'
+      )
     return embeddings
 
   def check_labels(labels, name):
@@ -120,8 +122,8 @@ def protonets(
     return loss, {'loss': loss, 'accuracy': accuracy, 'support_losses': support_losses}
 
   return base.MetaLearner(
-      init=kit.identity,
-      adapt=adapt,
-      task_loss=task_loss,
-      task_grad=kit.grad_of(task_loss),
+    init=kit.identity,
+    adapt=adapt,
+    task_loss=task_loss,
+    task_grad=kit.grad_of(task_loss),
   )

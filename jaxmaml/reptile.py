@@ -11,14 +11,14 @@ from jaxmaml import kit
 
 
 def reptile(
-    loss_fn: base.LossFn,
-    *,
-    num_steps: int,
-    inner_lr: adapt_lib.InnerLR | None = None,
-    inner_optimizer: optax.GradientTransformation | None = None,
-    inner_batch_size: int | None = None,
-    unroll: int | bool | None = None,
-    has_aux: bool = False,
+  loss_fn: base.LossFn,
+  *,
+  num_steps: int,
+  inner_lr: adapt_lib.InnerLR | None = None,
+  inner_optimizer: optax.GradientTransformation | None = None,
+  inner_batch_size: int | None = None,
+  unroll: int | bool | None = None,
+  has_aux: bool = False,
 ) -> base.MetaLearner:
   """Reptile: the outer "gradient" of a task is ``params - adapted_params``.
 
@@ -66,9 +66,14 @@ def reptile(
   """
   checks.optional_positive_int(inner_batch_size, 'inner_batch_size')
   adapt_batches = adapt_lib.make_adapt(
-      loss_fn, adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps), num_steps=num_steps,
-      first_order=True, unroll=unroll,
-      has_aux=has_aux, per_step_support=inner_batch_size is not None)
+    loss_fn,
+    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
+    num_steps=num_steps,
+    first_order=True,
+    unroll=unroll,
+    has_aux=has_aux,
+    per_step_support=inner_batch_size is not None,
+  )
 
   def adapt(params: base.Params, support: base.Batch):
     if inner_batch_size is None:
@@ -76,6 +81,7 @@ def reptile(
     size = jax.tree_util.tree_leaves(support)[0].shape[0]
     index = jnp.arange(num_steps * inner_batch_size).reshape(num_steps, -1) % size
     return adapt_batches(params, jax.tree_util.tree_map(lambda x: x[index], support))
+
   task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
 
   def task_grad(params: base.Params, task: base.Task, iteration=None):
@@ -85,5 +91,4 @@ def reptile(
     direction = jax.tree_util.tree_map(lambda p, a: p - a, params, adapted)
     return direction, {**aux, 'loss': loss, 'support_losses': support_losses}
 
-  return base.MetaLearner(init=kit.identity, adapt=adapt, task_loss=task_loss,
-                          task_grad=task_grad)
+  return base.MetaLearner(init=kit.identity, adapt=adapt, task_loss=task_loss, task_grad=task_grad)

@@ -16,11 +16,14 @@ meta-batch, split by the mesh, so no two devices, and no two hosts, draw the
 same task.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 TASK_AXIS = 'tasks'
 """The name of the mesh axis the meta-batch is split over."""
@@ -50,10 +53,11 @@ def task_mesh(devices: int | Sequence[Any] | None = None) -> Mesh:
   elif isinstance(devices, int) and not isinstance(devices, bool):
     if not 1 <= devices <= len(available):
       raise ValueError(
-          f'devices must be between 1 and the {len(available)} available '
-          f'({jax.default_backend()}) devices, got {devices}. On CPU, set '
-          'XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts '
-          'to simulate N devices.')
+        f'devices must be between 1 and the {len(available)} available '
+        f'({jax.default_backend()}) devices, got {devices}. On CPU, set '
+        'XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts '
+        'to simulate N devices.'
+      )
     chosen = available[:devices]
   else:
     raise TypeError(f'devices must be an int, a sequence of devices or None, got {devices!r}.')
@@ -66,8 +70,9 @@ def num_shards(mesh: Mesh) -> int:
   """How many parts the meta-batch is split into on ``mesh``."""
   if TASK_AXIS not in mesh.shape:
     raise ValueError(
-        f"mesh must have an axis named {TASK_AXIS!r} (see jaxmaml.task_mesh), got "
-        f'axes {tuple(mesh.shape)}.')
+      f'mesh must have an axis named {TASK_AXIS!r} (see jaxmaml.task_mesh), got '
+      f'axes {tuple(mesh.shape)}.'
+    )
   return mesh.shape[TASK_AXIS]
 
 
@@ -80,9 +85,10 @@ def check_divisible(num_tasks: int, mesh: Mesh, name: str = 'meta_batch_size') -
   shards = num_shards(mesh)
   if num_tasks % shards:
     raise ValueError(
-        f'{name} ({num_tasks} tasks) must be divisible by the number of devices '
-        f'({shards}) so that every device gets the same number of tasks; use a '
-        f'meta-batch that is a multiple of {shards}, or fewer devices.')
+      f'{name} ({num_tasks} tasks) must be divisible by the number of devices '
+      f'({shards}) so that every device gets the same number of tasks; use a '
+      f'meta-batch that is a multiple of {shards}, or fewer devices.'
+    )
 
 
 def task_sharding(mesh: Mesh) -> NamedSharding:

@@ -8,7 +8,8 @@ convolutions, which XLA:CPU runs slowly; ``map`` and ``loop`` process tasks one
 at a time (``map`` with ``batch_size`` vmaps chunks of tasks).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +28,18 @@ def check_task_map(task_map: str, batch_size: int | None = None) -> None:
   if batch_size is not None:
     if task_map != 'map':
       raise ValueError(
-          "batch_size (tasks vmapped per chunk) only applies to task_map='map', "
-          f'got task_map={task_map!r}.')
+        "batch_size (tasks vmapped per chunk) only applies to task_map='map', "
+        f'got task_map={task_map!r}.'
+      )
     checks.optional_positive_int(batch_size, 'batch_size')
 
 
 def map_tasks(
-    fn: Callable[[base.Task], Any],
-    tasks: base.Task,
-    *,
-    task_map: str = 'vmap',
-    batch_size: int | None = None,
+  fn: Callable[[base.Task], Any],
+  tasks: base.Task,
+  *,
+  task_map: str = 'vmap',
+  batch_size: int | None = None,
 ) -> Any:
   """Applies a per-task function to every task of a meta-batch.
 
@@ -65,14 +67,16 @@ def map_tasks(
     num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
     chunks, full = num_tasks // batch_size, num_tasks // batch_size * batch_size
     split = lambda x: x[:full].reshape(chunks, batch_size, *x.shape[1:])
-    outs = jax.tree_util.tree_map(lambda y: y.reshape(full, *y.shape[2:]), jax.lax.map(
-        jax.vmap(fn), jax.tree_util.tree_map(split, tasks)))
+    outs = jax.tree_util.tree_map(
+      lambda y: y.reshape(full, *y.shape[2:]),
+      jax.lax.map(jax.vmap(fn), jax.tree_util.tree_map(split, tasks)),
+    )
     if full == num_tasks:
       return outs
     rest = jax.vmap(fn)(jax.tree_util.tree_map(lambda x: x[full:], tasks))
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
   num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
-  outs = [fn(jax.tree_util.tree_map(lambda x: x[i], tasks)) for i in range(num_tasks)]
+  outs = [fn(jax.tree_util.tree_map(lambda x, i=i: x[i], tasks)) for i in range(num_tasks)]
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
 
 
@@ -90,14 +94,14 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
   """
   if not isinstance(tasks, base.Task):
     raise TypeError(
-        f'{name} must be a jaxmaml.Task(support=..., query=...), got '
-        f'{type(tasks).__name__}.')
+      f'{name} must be a jaxmaml.Task(support=..., query=...), got {type(tasks).__name__}.'
+    )
   s_def = jax.tree_util.tree_structure(tasks.support)
   q_def = jax.tree_util.tree_structure(tasks.query)
   if s_def != q_def:
     raise ValueError(
-        f'{name}.support and {name}.query must have the same structure, got '
-        f'{s_def} and {q_def}.')
+      f'{name}.support and {name}.query must have the same structure, got {s_def} and {q_def}.'
+    )
   s_leaves = jax.tree_util.tree_leaves_with_path(tasks.support)
   q_leaves = jax.tree_util.tree_leaves(tasks.query)
   if not s_leaves:
@@ -110,22 +114,23 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
       shape = np.shape(x)
       if len(shape) < 2:
         raise ValueError(
-            f'{name}.{part}{where} must have shape [num_tasks, num_examples, '
-            f'...], got {shape}.')
+          f'{name}.{part}{where} must have shape [num_tasks, num_examples, ...], got {shape}.'
+        )
       num_tasks = shape[0] if num_tasks < 0 else num_tasks
       if shape[0] != num_tasks:
         raise ValueError(
-            f'{name}.{part}{where} has {shape[0]} tasks on axis 0, other '
-            f'leaves have {num_tasks}.')
+          f'{name}.{part}{where} has {shape[0]} tasks on axis 0, other leaves have {num_tasks}.'
+        )
       n = examples.setdefault(part, shape[1])
       if shape[1] != n:
         raise ValueError(
-            f'{name}.{part}{where} has {shape[1]} examples on axis 1, other '
-            f'{part} leaves have {n}.')
+          f'{name}.{part}{where} has {shape[1]} examples on axis 1, other {part} leaves have {n}.'
+        )
     if np.shape(s)[2:] != np.shape(q)[2:]:
       raise ValueError(
-          f'{name}.support{where} has example shape {np.shape(s)[2:]} but '
-          f'{name}.query{where} has {np.shape(q)[2:]}.')
+        f'{name}.support{where} has example shape {np.shape(s)[2:]} but '
+        f'{name}.query{where} has {np.shape(q)[2:]}.'
+      )
   return num_tasks
 
 

@@ -1,6 +1,7 @@
 """The meta-training step: mean outer gradient over a meta-batch + an Optax update."""
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ class MetaTrainState(NamedTuple):
 
 
 def init_train_state(
-    params: base.Params, optimizer: optax.GradientTransformation
+  params: base.Params, optimizer: optax.GradientTransformation
 ) -> MetaTrainState:
   """Builds the initial ``MetaTrainState`` for ``params``."""
   return MetaTrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
@@ -37,14 +38,14 @@ MetaStepFn = Callable[..., tuple[MetaTrainState, base.Metrics]]
 
 
 def meta_gradient(
-    learner: base.MetaLearner,
-    params: base.Params,
-    tasks: base.Task,
-    *,
-    task_map: str = 'vmap',
-    batch_size: int | None = None,
-    iteration: jax.Array | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+  learner: base.MetaLearner,
+  params: base.Params,
+  tasks: base.Task,
+  *,
+  task_map: str = 'vmap',
+  batch_size: int | None = None,
+  iteration: jax.Array | None = None,
+  mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[base.Params, base.Metrics]:
   """Mean outer gradient over a meta-batch, and per-task metrics.
 
@@ -68,10 +69,10 @@ def meta_gradient(
 
   def mean_grad(params, tasks, iteration):
     grads, metrics = tasks_lib.map_tasks(
-        lambda task: learner.task_grad(params, task, iteration),
-        tasks,
-        task_map=task_map,
-        batch_size=batch_size,
+      lambda task: learner.task_grad(params, task, iteration),
+      tasks,
+      task_map=task_map,
+      batch_size=batch_size,
     )
     return jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads), metrics
 
@@ -87,21 +88,24 @@ def meta_gradient(
   # check_vma=False: with it, a gradient with respect to the replicated params
   # would already be summed over devices inside task_grad.
   return jax.shard_map(
-      per_device, mesh=mesh, in_specs=(whole, split, whole), out_specs=(whole, split),
-      check_vma=False,
+    per_device,
+    mesh=mesh,
+    in_specs=(whole, split, whole),
+    out_specs=(whole, split),
+    check_vma=False,
   )(params, tasks, iteration)
 
 
 def make_meta_step(
-    learner: base.MetaLearner,
-    optimizer: optax.GradientTransformation | None = None,
-    *,
-    task_map: str = 'vmap',
-    batch_size: int | None = None,
-    jit: bool = True,
-    donate: bool = False,
-    sampler: Callable[..., base.Task] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+  learner: base.MetaLearner,
+  optimizer: optax.GradientTransformation | None = None,
+  *,
+  task_map: str = 'vmap',
+  batch_size: int | None = None,
+  jit: bool = True,
+  donate: bool = False,
+  sampler: Callable[..., base.Task] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
 ) -> MetaStepFn:
   """Builds ``meta_step(state, tasks) -> (state, metrics)``.
 
@@ -156,16 +160,24 @@ def make_meta_step(
 
   def update(state: MetaTrainState, tasks: base.Task):
     grads, metrics = meta_gradient(
-        learner, state.params, tasks, task_map=task_map, batch_size=batch_size,
-        iteration=state.step, mesh=mesh)
+      learner,
+      state.params,
+      tasks,
+      task_map=task_map,
+      batch_size=batch_size,
+      iteration=state.step,
+      mesh=mesh,
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return MetaTrainState(params, opt_state, state.step + 1), metrics
 
-  maybe_jit = (lambda f: jax.jit(f, donate_argnums=(0,) if donate else ())) if jit else (
-      lambda f: f)
+  maybe_jit = (
+    (lambda f: jax.jit(f, donate_argnums=(0,) if donate else ())) if jit else (lambda f: f)
+  )
 
   if sampler is not None:
+
     def sampled_step(state: MetaTrainState, key: jax.Array, *data):
       tasks = sampler(key, *data)
       num_tasks = tasks_lib.check_tasks(tasks)  # Shapes only: checked once, when tracing.

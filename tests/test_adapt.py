@@ -7,7 +7,9 @@ import optax
 import pytest
 
 import jaxmaml
-from tests.utils import rel_l2, task, tiny_regression
+from tests.utils import rel_l2
+from tests.utils import task
+from tests.utils import tiny_regression
 
 TOL = 1e-5  # float32, relative L2: scan and the Python loop do the same ops.
 
@@ -37,39 +39,53 @@ def problem():
   return loss_fn, params, task(tasks, 0)
 
 
-@pytest.mark.parametrize('use_jit, unroll, remat, first_order, num_steps', [
-    (True, None, 2, False, 5),  # Two-level remat: 2 segments of 2 steps + 1 step.
-    (False, 1, 2, True, 3),
-] + [(use_jit, unroll, remat, first_order, num_steps)
-     for use_jit, unroll in [(True, None), (True, 1), (False, 1)]
-     for remat in (False, True) for first_order in (False, True) for num_steps in (1, 3, 5)])
-def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unroll, use_jit):
+@pytest.mark.parametrize(
+  'unroll, remat, first_order, num_steps',
+  [
+    (None, 2, False, 5),  # Two-level remat: 2 segments of 2 steps + 1 step.
+    (1, 2, True, 3),
+  ]
+  + [
+    (unroll, remat, first_order, num_steps)
+    for unroll in (None, 1)
+    for remat in (False, True)
+    for first_order in (False, True)
+    for num_steps in (1, 3, 5)
+  ],
+)
+def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unroll, variant):
   loss_fn, params, t = problem
-  adapt = jaxmaml.make_adapt(loss_fn, optax.sgd(0.05), num_steps=num_steps,
-                             first_order=first_order, remat=remat, unroll=unroll)
+  adapt = jaxmaml.make_adapt(
+    loss_fn,
+    optax.sgd(0.05),
+    num_steps=num_steps,
+    first_order=first_order,
+    remat=remat,
+    unroll=unroll,
+  )
   ref = lambda p, s: reference_adapt(loss_fn, p, s, [0.05] * num_steps, first_order)
-  maybe_jit = jax.jit if use_jit else (lambda f: f)
-
-  adapted, losses = maybe_jit(adapt)(params, t.support)
+  adapted, losses = variant(adapt)(params, t.support)
   ref_adapted, ref_losses = jax.jit(ref)(params, t.support)
   assert rel_l2(adapted, ref_adapted) < TOL
   np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
   assert losses.shape == (num_steps,)
 
-  meta_grad = maybe_jit(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)
+  meta_grad = variant(jax.grad(lambda p: query_loss(loss_fn, adapt, p, t)))(params)
   ref_grad = jax.jit(jax.grad(lambda p: query_loss(loss_fn, ref, p, t)))(params)
   assert rel_l2(meta_grad, ref_grad) < TOL
 
 
-@pytest.mark.parametrize('use_jit, remat', [(False, False), (True, False), (True, 2)])
-def test_per_step_support_matches_python_loop(problem, use_jit, remat):
+@pytest.mark.parametrize('remat', [False, 2])
+def test_per_step_support_matches_python_loop(problem, variant, remat):
   """per_step_support: step i uses support[i]; second-order gradient included."""
   loss_fn, params, t = problem
   num_steps = 5
   batches = jax.tree_util.tree_map(
-      lambda x: jnp.stack([jnp.roll(x, i, axis=0)[:3] for i in range(num_steps)]), t.support)
-  adapt = jaxmaml.make_adapt(loss_fn, optax.sgd(0.05), num_steps=num_steps, remat=remat,
-                             per_step_support=True)
+    lambda x: jnp.stack([jnp.roll(x, i, axis=0)[:3] for i in range(num_steps)]), t.support
+  )
+  adapt = jaxmaml.make_adapt(
+    loss_fn, optax.sgd(0.05), num_steps=num_steps, remat=remat, per_step_support=True
+  )
 
   def ref(p, batches):
     losses = []
@@ -79,13 +95,12 @@ def test_per_step_support_matches_python_loop(problem, use_jit, remat):
       losses.append(loss[0])
     return p, jnp.stack(losses)
 
-  maybe_jit = jax.jit if use_jit else (lambda f: f)
-  adapted, losses = maybe_jit(adapt)(params, batches)
+  adapted, losses = variant(adapt)(params, batches)
   ref_adapted, ref_losses = jax.jit(ref)(params, batches)
   assert rel_l2(adapted, ref_adapted) < TOL
   np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
   meta = lambda a: jax.grad(lambda p: loss_fn(a(p, batches)[0], t.query))(params)
-  assert rel_l2(maybe_jit(lambda: meta(adapt))(), jax.jit(lambda: meta(ref))()) < TOL
+  assert rel_l2(variant(lambda: meta(adapt))(), jax.jit(lambda: meta(ref))()) < TOL
   with pytest.raises(ValueError, match=r'leading \[num_steps\] = \[5\] axis'):
     adapt(params, jax.tree_util.tree_map(lambda x: x[:2], t.support))
 
@@ -116,7 +131,8 @@ def test_schedule_array_and_callable(problem, remat):
 def test_per_parameter_learning_rates(problem):
   loss_fn, params, t = problem
   tree_lr = jax.tree_util.tree_map(
-      lambda p: jax.random.uniform(jax.random.key(p.size), p.shape, maxval=0.1), params)
+    lambda p: jax.random.uniform(jax.random.key(p.size), p.shape, maxval=0.1), params
+  )
   adapt = jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(tree_lr, 2), num_steps=2)
   ref = lambda p, s: reference_adapt(loss_fn, p, s, [None] * 2, tree_lr=tree_lr)
   assert rel_l2(adapt(params, t.support)[0], ref(params, t.support)[0]) < TOL
@@ -127,8 +143,13 @@ def test_per_parameter_learning_rates(problem):
     return query_loss(loss_fn, adapt, params, t)
 
   rate_grad = jax.jit(jax.grad(loss_of_rates))(tree_lr)
-  ref_rate_grad = jax.jit(jax.grad(lambda r: loss_fn(
-      reference_adapt(loss_fn, params, t.support, [None] * 2, tree_lr=r)[0], t.query)))(tree_lr)
+  ref_rate_grad = jax.jit(
+    jax.grad(
+      lambda r: loss_fn(
+        reference_adapt(loss_fn, params, t.support, [None] * 2, tree_lr=r)[0], t.query
+      )
+    )
+  )(tree_lr)
   assert rel_l2(rate_grad, ref_rate_grad) < TOL
   assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree_util.tree_leaves(rate_grad))
 
@@ -159,20 +180,28 @@ def test_trajectory_observes_every_step(problem):
   loss_fn, params, t = problem
   rates = [0.1, 0.05, 0.02]
   trajectory = jaxmaml.make_trajectory(
-      loss_fn, jaxmaml.inner_sgd(jnp.array(rates), 3), num_steps=3,
-      observe=lambda p, _: loss_fn(p, t.query))
+    loss_fn,
+    jaxmaml.inner_sgd(jnp.array(rates), 3),
+    num_steps=3,
+    observe=lambda p, _: loss_fn(p, t.query),
+  )
   adapted, losses, observed = jax.jit(trajectory)(params, t.support)
-  expected = [loss_fn(reference_adapt(loss_fn, params, t.support, rates[:k])[0], t.query)
-              for k in (1, 2, 3)]
+  expected = [
+    loss_fn(reference_adapt(loss_fn, params, t.support, rates[:k])[0], t.query) for k in (1, 2, 3)
+  ]
   np.testing.assert_allclose(observed, jnp.stack(expected), rtol=TOL)
   ref_adapted, ref_losses = reference_adapt(loss_fn, params, t.support, rates)
   assert rel_l2(adapted, ref_adapted) < TOL
   np.testing.assert_allclose(losses, ref_losses, rtol=TOL)
   # The summed losses along the trajectory, differentiated through it.
   g = jax.jit(jax.grad(lambda p: trajectory(p, t.support)[2].sum()))(params)
-  g_ref = jax.jit(jax.grad(lambda p: sum(
-      loss_fn(reference_adapt(loss_fn, p, t.support, rates[:k])[0], t.query)
-      for k in (1, 2, 3))))(params)
+  g_ref = jax.jit(
+    jax.grad(
+      lambda p: sum(
+        loss_fn(reference_adapt(loss_fn, p, t.support, rates[:k])[0], t.query) for k in (1, 2, 3)
+      )
+    )
+  )(params)
   assert rel_l2(g, g_ref) < TOL
 
 
@@ -180,8 +209,9 @@ def test_per_step_rates_are_a_schedule_per_parameter(problem):
   """scale_by_rates(per_step=True): step k uses slice k of every leaf."""
   loss_fn, params, t = problem
   per_step = jax.tree_util.tree_map(lambda p: jnp.array([0.1, 0.05]), params)
-  a = jaxmaml.make_adapt(loss_fn, jaxmaml.scale_by_rates(per_step, per_step=True),
-                         num_steps=2)(params, t.support)[0]
+  a = jaxmaml.make_adapt(loss_fn, jaxmaml.scale_by_rates(per_step, per_step=True), num_steps=2)(
+    params, t.support
+  )[0]
   ref = reference_adapt(loss_fn, params, t.support, [0.1, 0.05])[0]
   assert rel_l2(a, ref) < TOL
 
@@ -202,6 +232,7 @@ def test_masked_leaves_stay_and_are_not_differentiated(problem):
   loss_fn, params, t = problem
   mask = jax.tree_util.tree_map_with_path(lambda path, _: 'bias' in str(path), params)
   adapted, _ = jaxmaml.make_adapt(loss_fn, optax.sgd(0.1), num_steps=2, mask=mask)(
-      params, t.support)
+    params, t.support
+  )
   for a, p, m in zip(*(jax.tree_util.tree_leaves(x) for x in (adapted, params, mask))):
     assert bool(jnp.any(a != p)) == m

@@ -6,24 +6,18 @@ import numpy as np
 import pytest
 
 import jaxmaml
-from tests.utils import rel_l2, task, tiny_regression
+from tests.utils import rel_l2
 
 
-def _problem():
-  loss_fn, params, tasks = tiny_regression(jax.random.key(0), num_tasks=3)
-  return loss_fn, params, task(tasks, 0)
-
-
-@pytest.mark.parametrize('use_jit', [False, True])
-def test_body_is_not_adapted_and_meta_gradient_matches_head_only_maml(use_jit):
+def test_body_is_not_adapted_and_meta_gradient_matches_head_only_maml(regression_task, variant):
   alpha = 0.1
-  loss_fn, params, t = _problem()
+  loss_fn, params, t = regression_task
   learner = jaxmaml.anil(loss_fn, inner_lr=alpha, num_steps=1)
-  adapt = jax.jit(learner.adapt) if use_jit else learner.adapt
-  adapted, _ = adapt(params, t.support)
+  adapted, _ = variant(learner.adapt)(params, t.support)
   for name in ('Dense_0', 'Dense_1'):  # The body: unchanged by the inner loop.
-    for leaf, ref in zip(jax.tree_util.tree_leaves(adapted[name]),
-                         jax.tree_util.tree_leaves(params[name])):
+    for leaf, ref in zip(
+      jax.tree_util.tree_leaves(adapted[name]), jax.tree_util.tree_leaves(params[name])
+    ):
       np.testing.assert_array_equal(leaf, ref)
   assert rel_l2(adapted['Dense_2'], params['Dense_2']) > 1e-4  # The head moved.
 
@@ -33,8 +27,7 @@ def test_body_is_not_adapted_and_meta_gradient_matches_head_only_maml(use_jit):
     head = jax.tree_util.tree_map(lambda h, g: h - alpha * g, params['Dense_2'], head_grad)
     return loss_fn(with_head(head), t.query)
 
-  task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
-  grad, _ = task_grad(params, t)
+  grad, _ = variant(learner.task_grad)(params, t)
   expected = jax.grad(head_only_maml)(params)
   assert rel_l2(grad, expected) < 1e-5
   # The body gets a meta-gradient (second order, through the head's step) and
@@ -44,15 +37,17 @@ def test_body_is_not_adapted_and_meta_gradient_matches_head_only_maml(use_jit):
   assert rel_l2(grad, maml_grad) > 1e-3
 
 
-def test_explicit_head_and_bad_masks():
-  loss_fn, params, t = _problem()
+def test_explicit_head_and_bad_masks(regression_task):
+  loss_fn, params, t = regression_task
   head = jax.tree_util.tree_map(lambda _: False, params)
   head['Dense_1'] = jax.tree_util.tree_map(lambda _: True, params['Dense_1'])
   adapted, _ = jaxmaml.anil(loss_fn, inner_lr=0.1, num_steps=1, head=head).adapt(params, t.support)
   np.testing.assert_array_equal(adapted['Dense_2']['kernel'], params['Dense_2']['kernel'])
   assert rel_l2(adapted['Dense_1'], params['Dense_1']) > 1e-5
   with pytest.raises(ValueError, match='mask must have the structure of params'):
-    jaxmaml.anil(loss_fn, inner_lr=0.1, num_steps=1, head={'Dense_2': True}).adapt(params, t.support)
+    jaxmaml.anil(loss_fn, inner_lr=0.1, num_steps=1, head={'Dense_2': True}).adapt(
+      params, t.support
+    )
   with pytest.raises(ValueError, match='selects no parameter'):
     none = jax.tree_util.tree_map(lambda _: False, params)
     jaxmaml.anil(loss_fn, inner_lr=0.1, num_steps=1, head=none).adapt(params, t.support)

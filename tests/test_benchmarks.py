@@ -7,23 +7,53 @@ import os
 
 import pytest
 
-from benchmarks import harness
+from benchmarks import measure
+from benchmarks.harness import cli
+from benchmarks.harness import configs
+from benchmarks.harness import kernels
+from benchmarks.harness import reporting
+from benchmarks.harness import sections
+from benchmarks.harness import workers
 from experiments.fewshot import config as fewshot_config
 
-POSITIVE = ('lower_s', 'compile_s', 'step_s_median', 'tasks_per_s', 'model_flops_per_step',
-            'achieved_flop_per_s', 'xla_temp_bytes', 'xla_peak_bytes', 'peak_rss_bytes')
+POSITIVE = (
+  'lower_s',
+  'compile_s',
+  'step_s_median',
+  'tasks_per_s',
+  'model_flops_per_step',
+  'achieved_flop_per_s',
+  'xla_temp_bytes',
+  'xla_peak_bytes',
+  'peak_rss_bytes',
+)
 
 
 @pytest.mark.slow  # ~40 s; the family rows test the same measurement in the default suite.
 def test_sweep_schema_and_memory(tmp_path):
-  harness.main(['--sections', 'sweep', '--sweep_shapes', 'sinusoid', '--sweep_steps', '4',
-                '--repeats', '2', '--min_block_s', '0.01', '--matmul_size', '128',
-                '--out', str(tmp_path)])
+  cli.main(
+    [
+      '--sections',
+      'sweep',
+      '--sweep_shapes',
+      'sinusoid',
+      '--sweep_steps',
+      '4',
+      '--repeats',
+      '2',
+      '--min_block_s',
+      '0.01',
+      '--matmul_size',
+      '128',
+      '--out',
+      str(tmp_path),
+    ]
+  )
   report = json.loads((tmp_path / 'harness.json').read_text())
   assert report['environment']['backend'] == 'cpu'
   assert report['matmul']['flop_per_s'] > 0
   rows = {(r['variant'], r['inner_steps']): r for r in report['sweep']}
-  assert set(rows) == {(v, 4) for v in harness.VARIANTS}
+  assert set(rows) == {(v, 4) for v in configs.VARIANTS}
   for r in rows.values():
     for key in POSITIVE:
       assert math.isfinite(r[key]) and r[key] > 0, (key, r)
@@ -32,7 +62,9 @@ def test_sweep_schema_and_memory(tmp_path):
     assert r['peak_rss_bytes'] >= r['rss_before_build_bytes']
   # Second order does more arithmetic than first order; remat does not change
   # the model FLOPs but cuts the scratch memory of 4 inner steps.
-  assert rows['second_order', 4]['model_flops_per_step'] > rows['first_order', 4]['model_flops_per_step']
+  assert (
+    rows['second_order', 4]['model_flops_per_step'] > rows['first_order', 4]['model_flops_per_step']
+  )
   for remat in ('second_order_remat', 'second_order_remat_sqrt'):
     assert rows[remat, 4]['model_flops_per_step'] == rows['second_order', 4]['model_flops_per_step']
     assert rows[remat, 4]['xla_temp_bytes'] < rows['second_order', 4]['xla_temp_bytes']
@@ -43,16 +75,126 @@ def test_sweep_schema_and_memory(tmp_path):
 def test_bad_arguments_are_usage_errors():
   for argv in (['--repeats', '0'], ['--sweep_steps', '0', '2'], ['--budget_s', '-1']):
     with pytest.raises(SystemExit):
-      harness.main(argv)
+      cli.main(argv)
+
+
+@pytest.mark.parametrize('warmup_blocks', [0, 2])
+@pytest.mark.parametrize('carried', [False, True])
+def test_time_blocks_counts_its_calls(carried, warmup_blocks):
+  """One calibrating call, then every block; a carried step gets its last output."""
+  import jax.numpy as jnp
+
+  calls = []
+  if carried:
+    fn, carry = lambda x: (calls.append(x) or x + 1,), (jnp.zeros(()),)
+  else:
+    fn, carry = lambda: calls.append(None), None
+  times = measure.time_blocks(fn, 1e-9, 3, carry=carry, warmup_blocks=warmup_blocks)
+  assert len(times) == 3 and all(t > 0 for t in times)
+  assert len(calls) == 1 + warmup_blocks + 3
+  if carried:
+    assert [float(x) for x in calls] == list(range(len(calls)))
+
+
+def _step_row(shape, variant, **extra):
+  return {
+    'shape': shape,
+    'variant': variant,
+    'inner_steps': 1,
+    'lower_s': 0.1,
+    'compile_s': 0.2,
+    'step_s_median': 1e-3,
+    'step_s_iqr': [9e-4, 1.1e-3],
+    'tasks_per_s': 25e3,
+    'achieved_flop_per_s': 1e10,
+    'xla_temp_bytes': 2**20,
+    'xla_peak_bytes': 2**21,
+    'peak_rss_bytes': 2**28,
+    **extra,
+  }
+
+
+def test_markdown_follows_the_report_layout():
+  """Tables in the order of ``STEP_TABLES`` then ``ACCURACY_TABLES``, whatever
+  the report's order; skipped sections as a line each."""
+  test = {'accuracy': 98.0, 'ci95': 1.0, 'num_tasks': 600}
+  report = {
+    'matmul': {'n': 8, 'flop_per_s': 1e11},
+    'accuracy': [
+      {'variant': 'first_order', 'meta_train_time_s': 30.2, 'iterations': 7, 'test': test}
+    ],
+    'devices': [_step_row('omniglot_5way1shot', 'second_order', num_devices=2)],
+    'variants': [_step_row('sinusoid', 'second_order')],
+    'family_accuracy': {'skipped': 'no Omniglot data at nowhere'},
+  }
+  text = reporting.markdown(report)
+  titles = [line[3:] for line in text.splitlines() if line.startswith('## ')]
+  assert titles == [
+    dict(reporting.STEP_TABLES)['variants'],
+    dict(reporting.STEP_TABLES)['devices'],
+    dict(reporting.ACCURACY_TABLES)['accuracy'],
+  ]
+  assert (
+    '| sinusoid | second_order | 1 | 0.1 + 0.2 | 1.00 [0.90, 1.10] | 25000 | 10.0 | 10.0%' in text
+  )
+  assert 'second_order, 2 devices' in text
+  assert '| first_order | 30 | 7 | 98.00 ± 1.00 | 600 |' in text
+  assert text.endswith('family_accuracy: no Omniglot data at nowhere\n')
+
+
+def test_sections_run_in_the_table_order(tmp_path, monkeypatch):
+  """The command runs the chosen sections in ``SECTIONS``' order and saves
+  their rows (the reference matmul faked: no fresh process)."""
+  ran = []
+
+  def fake(name):
+    def run(context):
+      ran.append(name)
+      context.report[name] = []  # No rows.
+      context.save()
+
+    return run
+
+  monkeypatch.setattr(
+    sections, 'SECTIONS', tuple(s._replace(run=fake(s.name)) for s in sections.SECTIONS)
+  )
+  monkeypatch.setattr(
+    workers, 'run_worker', lambda kind, n, **_: {'n': n, 'step_s_median': 1.0, 'flop_per_s': 1e9}
+  )
+  report = cli.main(['--sections', 'peers', 'devices', 'variants', '--out', str(tmp_path)])
+  assert ran == ['variants', 'devices', 'peers']
+  saved = json.loads((tmp_path / 'harness.json').read_text())
+  assert saved == json.loads(json.dumps(report))
+  assert list(saved)[:6] == ['benchmark', 'time', 'command', 'environment', 'config', 'matmul']
+  assert '## The meta-batch split over devices' in (tmp_path / 'harness.md').read_text()
+  assert len(set(sections.NAMES)) == len(sections.NAMES)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(fewshot_config.DEFAULT_DATA_DIRS['omniglot']),
-                    reason='no Omniglot data')
+@pytest.mark.skipif(
+  not os.path.isdir(fewshot_config.DEFAULT_DATA_DIRS['omniglot']), reason='no Omniglot data'
+)
 def test_accuracy_section(tmp_path):
-  harness.main(['--sections', 'accuracy', '--budget_s', '5', '--eval_every', '10',
-                '--num_val_tasks', '4', '--num_test_tasks', '20', '--matmul_size', '128',
-                '--repeats', '2', '--out', str(tmp_path)])
+  cli.main(
+    [
+      '--sections',
+      'accuracy',
+      '--budget_s',
+      '5',
+      '--eval_every',
+      '10',
+      '--num_val_tasks',
+      '4',
+      '--num_test_tasks',
+      '20',
+      '--matmul_size',
+      '128',
+      '--repeats',
+      '2',
+      '--out',
+      str(tmp_path),
+    ]
+  )
   rows = json.loads((tmp_path / 'harness.json').read_text())['accuracy']
   assert [r['variant'] for r in rows] == ['second_order', 'first_order']
   for r in rows:
@@ -65,28 +207,36 @@ def test_accuracy_section(tmp_path):
 @pytest.mark.parametrize('name', ['imaml'])
 def test_family_meta_step_measurement(name):
   """A family row (in-process here): the algorithm's own steps, positive figures."""
-  steps = harness.FAMILY[name][0]['inner_steps']
-  row = harness.measure_meta_step('sinusoid', name, steps, repeats=2, min_block_s=0.01)
+  steps = configs.FAMILY[name]['train_inner_steps']
+  row = kernels.measure_meta_step('sinusoid', name, steps, repeats=2, min_block_s=0.01)
   assert (row['variant'], row['inner_steps']) == (name, steps)
   for key in POSITIVE:
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
 
 
 def test_precision_meta_step_measurement():
-  row = harness.measure_meta_step('sinusoid', 'second_order', 1, repeats=2, min_block_s=0.01,
-                                  precision='bfloat16')
+  row = kernels.measure_meta_step(
+    'sinusoid', 'second_order', 1, repeats=2, min_block_s=0.01, precision='bfloat16'
+  )
   assert (row['precision'], row['num_devices']) == ('bfloat16', 1)
   for key in POSITIVE:
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
-  assert 'second_order bfloat16' in harness._step_table([row], 1e9)[-1]
+  assert 'second_order bfloat16' in reporting.step_table([row], 1e9)[-1]
 
 
 @pytest.mark.slow
 def test_devices_row_on_two_simulated_devices():
   """A devices row: a fresh process with two simulated CPU devices."""
-  row = harness.run_worker('meta_step', name='omniglot_5way1shot', variant='first_order',
-                           inner_steps=1, repeats=1, min_block_s=0.01, task_map=None,
-                           num_devices=2)
+  row = workers.run_worker(
+    'meta_step',
+    name='omniglot_5way1shot',
+    variant='first_order',
+    inner_steps=1,
+    repeats=1,
+    min_block_s=0.01,
+    task_map=None,
+    num_devices=2,
+  )
   assert row['num_devices'] == 2 and 'error' not in row, row
   for key in POSITIVE:
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
@@ -98,12 +248,17 @@ def test_gpu_script_on_tiny_sizes(tmp_path):
   every section runs, tasks per second are positive, and the torch rows say
   why they are missing where PyTorch is not installed."""
   from benchmarks import gpu
+
   report = gpu.main(['--quick_cpu_check', '--out', str(tmp_path / 'gpu.json')])
   assert json.loads((tmp_path / 'gpu.json').read_text()) == json.loads(json.dumps(report))
   jax_rows = [r for r in report['rows'] if r['impl'] == 'jaxmaml']
   assert {(r['shape'], r['order'], r['precision'], r['tasks']) for r in jax_rows} == {
-      (s, o, p, t) for s in gpu.SHAPES for o in ('second', 'first')
-      for p in ('float32', 'bfloat16') for t in (2, 4)}
+    (s, o, p, t)
+    for s in gpu.SHAPES
+    for o in ('second', 'first')
+    for p in ('float32', 'bfloat16')
+    for t in (2, 4)
+  }
   for r in report['rows']:
     assert r.get('tasks_per_s', 0) > 0 or 'unavailable' in r, r
   assert [r['num_tasks'] for r in report['eval']] == [8, 8]

@@ -9,16 +9,18 @@ import optax
 import pytest
 
 import jaxmaml
-from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
-from tests.utils import rel_l2, tiny_regression
+from jaxmaml.checkpoint import restore_checkpoint
+from jaxmaml.checkpoint import save_checkpoint
+from tests.utils import rel_l2
 
 
-def test_round_trip_train_state(tmp_path):
-  _, params, _ = tiny_regression(jax.random.key(0))
+def test_round_trip_train_state(tmp_path, regression):
+  _, params, _ = regression
   optimizer = optax.adam(1e-3)
   state = jaxmaml.init_train_state(params, optimizer)
-  state = state._replace(step=jnp.asarray(7, jnp.int32),
-                         params=jax.tree_util.tree_map(lambda p: p + 1, state.params))
+  state = state._replace(
+    step=jnp.asarray(7, jnp.int32), params=jax.tree_util.tree_map(lambda p: p + 1, state.params)
+  )
   path = str(tmp_path / 'run' / 'state.ckpt')
   assert restore_checkpoint(path, state) is None
   save_checkpoint(path, state, {'note': 'hello'})

@@ -9,11 +9,16 @@ import jaxmaml
 from jaxmaml.data import episodes
 
 NUM_CLASSES, PER_CLASS, SIZE = 12, 6, 5
-IMAGES = np.random.default_rng(0).integers(0, 256, (NUM_CLASSES, PER_CLASS, SIZE, SIZE),
-                                           dtype=np.uint8)
+IMAGES = np.random.default_rng(0).integers(
+  0, 256, (NUM_CLASSES, PER_CLASS, SIZE, SIZE), dtype=np.uint8
+)
 # Every rotation of every image, to identify where a sampled image came from.
-CATALOGUE = {np.rot90(IMAGES[c, e], k).tobytes(): (c, e, k)
-             for c in range(NUM_CLASSES) for e in range(PER_CLASS) for k in range(4)}
+CATALOGUE = {
+  np.rot90(IMAGES[c, e], k).tobytes(): (c, e, k)
+  for c in range(NUM_CLASSES)
+  for e in range(PER_CLASS)
+  for k in range(4)
+}
 
 
 def _identify(task_x):
@@ -32,25 +37,28 @@ def _check_semantics(tasks, ways, shots, queries, rotate):
   for t in range(len(xs)):
     support, query = _identify(xs[t]), _identify(xq[t])
     for label in range(ways):
-      members = ([support[i] for i in np.flatnonzero(np.asarray(ys[t]) == label)]
-                 + [query[i] for i in np.flatnonzero(np.asarray(yq[t]) == label)])
+      members = [support[i] for i in np.flatnonzero(np.asarray(ys[t]) == label)] + [
+        query[i] for i in np.flatnonzero(np.asarray(yq[t]) == label)
+      ]
       # One class and one rotation per label; distinct examples, so the
       # support and query sets never share an image.
       assert len({(c, k) for c, _, k in members}) == 1
       assert len({e for _, e, _ in members}) == shots + queries
       rotations |= {k for _, _, k in members}
-    classes = [support[int(np.flatnonzero(np.asarray(ys[t]) == label)[0])][0]
-               for label in range(ways)]
+    classes = [
+      support[int(np.flatnonzero(np.asarray(ys[t]) == label)[0])][0] for label in range(ways)
+    ]
     assert len(set(classes)) == ways  # N distinct classes per task.
   assert rotations == ({0, 1, 2, 3} if rotate else {0})
 
 
 @pytest.mark.parametrize('rotate', [False, True])
-@pytest.mark.parametrize('use_jit', [False, True])
-def test_device_sampler_semantics(rotate, use_jit):
-  sample = lambda key: episodes.sample_episodes(
-      key, jax.numpy.asarray(IMAGES), 16, num_ways=5, num_shots=2, num_queries=3, rotate=rotate)
-  sample = jax.jit(sample) if use_jit else sample
+def test_device_sampler_semantics(rotate, variant):
+  sample = variant(
+    lambda key: episodes.sample_episodes(
+      key, jax.numpy.asarray(IMAGES), 16, num_ways=5, num_shots=2, num_queries=3, rotate=rotate
+    )
+  )
   tasks = sample(jax.random.key(0))
   _check_semantics(tasks, 5, 2, 3, rotate)
   again = sample(jax.random.key(0))
@@ -61,13 +69,15 @@ def test_device_sampler_semantics(rotate, use_jit):
 
 @pytest.mark.parametrize('rotate', [False, True])
 def test_host_sampler_semantics(rotate):
-  stream = episodes.host_episodes(0, IMAGES, 16, num_ways=5, num_shots=2, num_queries=3,
-                                  rotate=rotate)
+  stream = episodes.host_episodes(
+    0, IMAGES, 16, num_ways=5, num_shots=2, num_queries=3, rotate=rotate
+  )
   first, second = next(stream), next(stream)
   _check_semantics(first, 5, 2, 3, rotate)
   assert not np.array_equal(first.support[0], second.support[0])
-  replay = episodes.host_episodes(0, IMAGES, 16, num_ways=5, num_shots=2, num_queries=3,
-                                  rotate=rotate)
+  replay = episodes.host_episodes(
+    0, IMAGES, 16, num_ways=5, num_shots=2, num_queries=3, rotate=rotate
+  )
   np.testing.assert_array_equal(next(replay).query[0], first.query[0])
 
 
@@ -80,11 +90,15 @@ def test_shuffle_support(host):
     plain = next(episodes.host_episodes(0, IMAGES, 16, **args))
     shuffled = next(episodes.host_episodes(0, IMAGES, 16, shuffle_support=True, **args))
   else:
-    sample = jax.jit(episodes.sample_episodes, static_argnums=2, static_argnames=(
-        'num_ways', 'num_shots', 'num_queries', 'rotate', 'shuffle_support'))
+    sample = jax.jit(
+      episodes.sample_episodes,
+      static_argnums=2,
+      static_argnames=('num_ways', 'num_shots', 'num_queries', 'rotate', 'shuffle_support'),
+    )
     plain = sample(jax.random.key(0), jax.numpy.asarray(IMAGES), 16, **args)
-    shuffled = sample(jax.random.key(0), jax.numpy.asarray(IMAGES), 16, shuffle_support=True,
-                      **args)
+    shuffled = sample(
+      jax.random.key(0), jax.numpy.asarray(IMAGES), 16, shuffle_support=True, **args
+    )
     np.testing.assert_array_equal(shuffled.query[0], plain.query[0])
   moved = 0
   for t in range(16):
@@ -95,11 +109,14 @@ def test_shuffle_support(host):
   assert moved >= 12  # A random order of 10 labels rarely keeps them sorted.
 
 
-@pytest.mark.parametrize('kwargs, match', [
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
     ({'num_ways': 13}, 'only 12'),
     ({'num_shots': 4, 'num_queries': 3}, 'only 6 per class'),
     ({'num_shots': 0}, 'num_shots'),
-])
+  ],
+)
 def test_requests_that_cannot_be_met(kwargs, match):
   args = {'num_ways': 5, 'num_shots': 1, 'num_queries': 1, **kwargs}
   with pytest.raises(ValueError, match=match):
@@ -107,8 +124,9 @@ def test_requests_that_cannot_be_met(kwargs, match):
   with pytest.raises(ValueError, match=match):
     next(episodes.host_episodes(0, IMAGES, 4, **args))
   with pytest.raises(ValueError, match='square'):
-    episodes.sample_episodes(jax.random.key(0), IMAGES[:, :, :4], 4, num_ways=2,
-                             num_shots=1, num_queries=1)
+    episodes.sample_episodes(
+      jax.random.key(0), IMAGES[:, :, :4], 4, num_ways=2, num_shots=1, num_queries=1
+    )
 
 
 def test_meta_step_with_on_device_sampler():
@@ -136,18 +154,26 @@ def test_meta_step_with_on_device_sampler():
   assert len(traces) == 1
   assert metrics['accuracy'].shape == (4,)
   assert int(states[0].step) == 3
-  np.testing.assert_array_equal(states[0].params['Dense_0']['kernel'],
-                                states[1].params['Dense_0']['kernel'])
+  np.testing.assert_array_equal(
+    states[0].params['Dense_0']['kernel'], states[1].params['Dense_0']['kernel']
+  )
 
 
 @pytest.mark.parametrize('host', [False, True])
 def test_color_images_keep_their_channels(host):
   color = np.random.default_rng(1).integers(0, 256, (6, 4, SIZE, SIZE, 3), dtype=np.uint8)
-  catalogue = {np.rot90(color[c, e], k, axes=(0, 1)).tobytes()
-               for c in range(6) for e in range(4) for k in range(4)}
+  catalogue = {
+    np.rot90(color[c, e], k, axes=(0, 1)).tobytes()
+    for c in range(6)
+    for e in range(4)
+    for k in range(4)
+  }
   args = dict(num_ways=3, num_shots=1, num_queries=2, rotate=True)
-  tasks = (next(episodes.host_episodes(0, color, 5, **args)) if host else
-           episodes.sample_episodes(jax.random.key(0), jax.numpy.asarray(color), 5, **args))
+  tasks = (
+    next(episodes.host_episodes(0, color, 5, **args))
+    if host
+    else episodes.sample_episodes(jax.random.key(0), jax.numpy.asarray(color), 5, **args)
+  )
   assert tasks.support[0].shape == (5, 3, SIZE, SIZE, 3)
   assert tasks.query[0].shape == (5, 6, SIZE, SIZE, 3)
   for x in np.concatenate([tasks.support[0], tasks.query[0]], axis=1).reshape(-1, SIZE, SIZE, 3):

@@ -8,24 +8,28 @@ import pytest
 
 import jaxmaml
 from jaxmaml.data import sinusoid
-from tests.utils import counting, tiny_regression
+from tests.utils import counting
 
 
 @pytest.fixture
-def counted():
+def counted(regression):
   """A loss function that records every call (trace), and its problem."""
-  loss_fn, params, tasks = tiny_regression(jax.random.key(0))
+  loss_fn, params, tasks = regression
   return (*counting(loss_fn), params, tasks)
 
 
-@pytest.mark.parametrize('num_steps, error', [
-    (0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ('3', TypeError)])
+@pytest.mark.parametrize(
+  'num_steps, error',
+  [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ('3', TypeError)],
+)
 def test_num_steps(num_steps, error):
   with pytest.raises(error, match='num_steps'):
     jaxmaml.maml(lambda p, b: 0.0, inner_lr=0.1, num_steps=num_steps)
 
 
-@pytest.mark.parametrize('inner_lr, error, match', [
+@pytest.mark.parametrize(
+  'inner_lr, error, match',
+  [
     (float('nan'), ValueError, 'finite'),
     (float('inf'), ValueError, 'finite'),
     (np.array([0.1, np.nan]), ValueError, 'finite'),
@@ -34,7 +38,8 @@ def test_num_steps(num_steps, error):
     (lambda step: jnp.nan * step, ValueError, 'finite'),
     (None, TypeError, 'required'),
     ('fast', TypeError, 'numeric'),
-])
+  ],
+)
 def test_inner_lr(inner_lr, error, match):
   with pytest.raises(error, match=match) as info:
     jaxmaml.inner_sgd(inner_lr, num_steps=2)
@@ -54,8 +59,7 @@ def test_per_parameter_inner_lr_must_match_params(counted):
   support = jax.tree_util.tree_map(lambda x: x[0], tasks.support)
   wrong_structure = {'Dense_0': jax.tree_util.tree_map(lambda p: 0.1, params['Dense_0'])}
   with pytest.raises(ValueError, match='inner_lr .*structure'):
-    jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(wrong_structure, 1), num_steps=1)(
-        params, support)
+    jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(wrong_structure, 1), num_steps=1)(params, support)
   wrong_shape = jax.tree_util.tree_map(lambda p: jnp.full(p.shape + (2,), 0.1), params)
   with pytest.raises(ValueError, match=r"inner_lr\['Dense_0'\]\['bias'\] has shape"):
     jaxmaml.make_adapt(loss_fn, jaxmaml.inner_sgd(wrong_shape, 1), num_steps=1)(params, support)
@@ -83,22 +87,22 @@ def test_unknown_options():
 def _bad_tasks(tasks):
   (xs, ys), (xq, yq) = tasks.support, tasks.query
   return {
-      'not a Task': ((xs, ys), (xq, yq)),
-      'structure': jaxmaml.Task(support=(xs, ys), query=(xq, yq, yq)),
-      'no example axis': jaxmaml.Task(support=(xs[:, 0, 0], ys[:, 0, 0]), query=(xq, yq)),
-      'num_tasks': jaxmaml.Task(support=(xs, ys[:2]), query=(xq, yq)),
-      'num examples': jaxmaml.Task(support=(xs, ys[:, :3]), query=(xq, yq)),
-      'feature shape': jaxmaml.Task(support=(xs, ys), query=(xq[..., None], yq)),
+    'not a Task': ((xs, ys), (xq, yq)),
+    'structure': jaxmaml.Task(support=(xs, ys), query=(xq, yq, yq)),
+    'no example axis': jaxmaml.Task(support=(xs[:, 0, 0], ys[:, 0, 0]), query=(xq, yq)),
+    'num_tasks': jaxmaml.Task(support=(xs, ys[:2]), query=(xq, yq)),
+    'num examples': jaxmaml.Task(support=(xs, ys[:, :3]), query=(xq, yq)),
+    'feature shape': jaxmaml.Task(support=(xs, ys), query=(xq[..., None], yq)),
   }
 
 
 MESSAGES = {
-    'not a Task': 'tasks must be a jaxmaml.Task',
-    'structure': 'tasks.support and tasks.query must have the same structure',
-    'no example axis': r'tasks.support\[0\] must have shape \[num_tasks, num_examples',
-    'num_tasks': r'tasks.support\[1\] has 2 tasks on axis 0',
-    'num examples': r'tasks.support\[1\] has 3 examples on axis 1',
-    'feature shape': r'tasks.support\[0\] has example shape \(1,\) but tasks.query\[0\] has \(1, 1\)',
+  'not a Task': 'tasks must be a jaxmaml.Task',
+  'structure': 'tasks.support and tasks.query must have the same structure',
+  'no example axis': r'tasks.support\[0\] must have shape \[num_tasks, num_examples',
+  'num_tasks': r'tasks.support\[1\] has 2 tasks on axis 0',
+  'num examples': r'tasks.support\[1\] has 3 examples on axis 1',
+  'feature shape': r'tasks.support\[0\] has example shape \(1,\) but tasks.query\[0\] has \(1, 1\)',
 }
 
 
@@ -118,9 +122,15 @@ def test_malformed_tasks_in_meta_step_and_evaluate(counted, case):
   assert not calls  # Nothing was traced, let alone run.
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    ({'num_tasks': 0}, 'num_tasks'), ({'num_support': 0}, 'num_support'),
-    ({'num_query': -2}, 'num_query'), ({'num_tasks': 2.5}, 'num_tasks')])
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
+    ({'num_tasks': 0}, 'num_tasks'),
+    ({'num_support': 0}, 'num_support'),
+    ({'num_query': -2}, 'num_query'),
+    ({'num_tasks': 2.5}, 'num_tasks'),
+  ],
+)
 def test_sinusoid_sampler_arguments(kwargs, match):
   args = {'num_tasks': 2, 'num_support': 5, 'num_query': 5, **kwargs}
   with pytest.raises(ValueError, match=match):

@@ -31,7 +31,8 @@ def test_adaptation_curve_matches_evaluate_at_each_step():
   np.testing.assert_allclose(curve['loss'][:, 0], before, rtol=1e-5)
   for k in (1, 4):
     metrics = jaxmaml.evaluate(
-        jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=k).task_loss, params, tasks)
+      jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=k).task_loss, params, tasks
+    )
     np.testing.assert_allclose(curve['loss'][:, k], metrics['loss'], rtol=1e-5)
 
 
@@ -40,7 +41,8 @@ def test_adaptation_curve_with_schedule():
   rates = np.array([0.1, 0.05, 0.02])
   curve = jaxmaml.adaptation_curve(loss_fn, params, tasks, inner_lr=rates, num_steps=3)
   metrics = jaxmaml.evaluate(
-      jaxmaml.maml(loss_fn, inner_lr=rates, num_steps=3).task_loss, params, tasks)
+    jaxmaml.maml(loss_fn, inner_lr=rates, num_steps=3).task_loss, params, tasks
+  )
   np.testing.assert_allclose(curve['loss'][:, 3], metrics['loss'], rtol=1e-5)
 
 

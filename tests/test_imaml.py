@@ -1,15 +1,19 @@
 """iMAML's implicit meta-gradient against closed forms and independent oracles."""
 
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.flatten_util import ravel_pytree
 
 import jaxmaml
-from jaxmaml.imaml import conjugate_gradient, imaml
-from tests.utils import counting, rel_l2, task, tiny_regression
+from jaxmaml.imaml import conjugate_gradient
+from jaxmaml.imaml import imaml
+from tests.utils import counting
+from tests.utils import rel_l2
+from tests.utils import task
+from tests.utils import tiny_regression
 
 
 def quadratic_loss(phi, batch):
@@ -26,8 +30,10 @@ def _quadratic_problem(key, dim=4):
     m = jax.random.normal(k, (dim, dim), jnp.float64)
     return m @ m.T / dim + 0.5 * jnp.eye(dim)
 
-  t = jaxmaml.Task(support=(spd(keys[0]), jax.random.normal(keys[1], (dim,), jnp.float64)),
-                   query=(spd(keys[2]), jax.random.normal(keys[3], (dim,), jnp.float64)))
+  t = jaxmaml.Task(
+    support=(spd(keys[0]), jax.random.normal(keys[1], (dim,), jnp.float64)),
+    query=(spd(keys[2]), jax.random.normal(keys[3], (dim,), jnp.float64)),
+  )
   return t, jax.random.normal(keys[4], (dim,), jnp.float64)
 
 
@@ -47,15 +53,14 @@ def _converging_learner(t, reg, **kwargs):
   return imaml(quadratic_loss, inner_lr=lr, num_steps=300, reg=reg, **kwargs)
 
 
-@pytest.mark.parametrize('use_jit', [False, True])
 @pytest.mark.parametrize('reg', [0.3, 2.0])
-def test_quadratic_oracle(reg, use_jit):
+def test_quadratic_oracle(reg, variant):
   """Exact inner solution + dim CG steps = reg (A + reg I)^{-1} grad L_q(phi*)."""
   dim = 4
   with jax.enable_x64(True):
     t, theta = _quadratic_problem(jax.random.key(0), dim)
     learner = _converging_learner(t, reg, cg_steps=dim)
-    task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
+    task_grad = variant(learner.task_grad)
     grad, metrics = task_grad(theta, t)
     phi_star, exact, _ = _quadratic_oracle(t, theta, reg)
 
@@ -75,8 +80,7 @@ def test_quadratic_oracle(reg, use_jit):
       phi = jnp.linalg.solve(a + reg * jnp.eye(dim), a @ center + reg * theta)
       return quadratic_loss(phi, t.query)
 
-    np.testing.assert_allclose(grad, jax.grad(through_closed_form)(theta), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(grad, jax.grad(through_closed_form)(theta), rtol=1e-10, atol=1e-12)
 
 
 def test_quadratic_oracle_rejects_wrong_gradients():
@@ -106,12 +110,12 @@ def test_damped_system_oracle(cg_damping, reg_damping):
   dim, reg = 4, 2.0
   with jax.enable_x64(True):
     t, theta = _quadratic_problem(jax.random.key(3), dim)
-    learner = _converging_learner(t, reg, cg_steps=dim, cg_damping=cg_damping,
-                                  reg_damping=reg_damping)
+    learner = _converging_learner(
+      t, reg, cg_steps=dim, cg_damping=cg_damping, reg_damping=reg_damping
+    )
     grad, metrics = jax.jit(learner.task_grad)(theta, t)
     _, exact, g = _quadratic_oracle(t, theta, reg)
-    damped = np.linalg.solve(
-        (1 + cg_damping) * np.eye(dim) + t.support[0] / (reg + reg_damping), g)
+    damped = np.linalg.solve((1 + cg_damping) * np.eye(dim) + t.support[0] / (reg + reg_damping), g)
   np.testing.assert_allclose(grad, damped, rtol=1e-10, atol=1e-12)
   assert float(metrics['cg_residual']) < 1e-10
   assert rel_l2(grad, exact) > 1e-2
@@ -145,7 +149,8 @@ def test_mlp_matches_dense_solve_and_unrolled_differentiation():
   reg, lr, num_steps = 5.0, 1 / 16, 150  # lr < 1 / (max eigenvalue of H + reg).
   with jax.enable_x64(True):
     loss_fn, params, tasks = tiny_regression(
-        jax.random.key(3), num_tasks=1, width=6, dtype=jnp.float64)
+      jax.random.key(3), num_tasks=1, width=6, dtype=jnp.float64
+    )
     t = task(tasks, 0)
     learner = imaml(loss_fn, inner_lr=lr, num_steps=num_steps, reg=reg, cg_steps=15)
 
@@ -153,7 +158,9 @@ def test_mlp_matches_dense_solve_and_unrolled_differentiation():
       def step(phi, _):
         inner = jax.grad(lambda p: loss_fn(p, t.support))(phi)
         return jax.tree_util.tree_map(
-            lambda p, d, th: p - lr * (d + reg * (p - th)), phi, inner, theta), None
+          lambda p, d, th: p - lr * (d + reg * (p - th)), phi, inner, theta
+        ), None
+
       phi, _ = jax.lax.scan(step, theta, None, length=num_steps)
       return loss_fn(phi, t.query)
 
@@ -164,8 +171,14 @@ def test_mlp_matches_dense_solve_and_unrolled_differentiation():
       support = lambda v: loss_fn(unravel(v), t.support)
       stationarity = jax.grad(support)(flat_phi) + reg * (flat_phi - ravel_pytree(params)[0])
       g = jax.grad(lambda v: loss_fn(unravel(v), t.query))(flat_phi)
-      return (grad, metrics, stationarity, jax.hessian(support)(flat_phi), g,
-              jax.grad(unrolled)(params))
+      return (
+        grad,
+        metrics,
+        stationarity,
+        jax.hessian(support)(flat_phi),
+        g,
+        jax.grad(unrolled)(params),
+      )
 
     grad, metrics, stationarity, hessian, g, through_unrolled = everything(params)
     assert np.linalg.norm(stationarity) < 1e-12  # The inner problem is solved.
@@ -183,8 +196,13 @@ def test_inner_optimizer():
   dim, reg = 4, 0.3
   with jax.enable_x64(True):
     t, theta = _quadratic_problem(jax.random.key(0), dim)
-    learner = imaml(quadratic_loss, inner_optimizer=optax.sgd(0.1, momentum=0.5),
-                    num_steps=300, reg=reg, cg_steps=dim)
+    learner = imaml(
+      quadratic_loss,
+      inner_optimizer=optax.sgd(0.1, momentum=0.5),
+      num_steps=300,
+      reg=reg,
+      cg_steps=dim,
+    )
     grad, _ = learner.task_grad(theta, t)
     np.testing.assert_allclose(grad, _quadratic_oracle(t, theta, reg)[1], rtol=1e-10)
 
@@ -246,7 +264,9 @@ def test_memory_does_not_grow_with_num_steps():
   assert second_order(20) > 2 * second_order(2)  # The measurement can tell.
 
 
-@pytest.mark.parametrize('kwargs, error, match', [
+@pytest.mark.parametrize(
+  'kwargs, error, match',
+  [
     ({'reg': 0.0}, ValueError, 'reg'),
     ({'reg': -1.0}, ValueError, 'reg'),
     ({'reg': float('nan')}, ValueError, 'reg'),
@@ -266,7 +286,8 @@ def test_memory_does_not_grow_with_num_steps():
     ({'num_steps': 0}, ValueError, 'num_steps'),
     ({'inner_lr': float('nan')}, ValueError, 'inner_lr'),
     ({'inner_optimizer': optax.sgd(0.1)}, TypeError, 'inner_lr and inner_optimizer'),
-])
+  ],
+)
 def test_bad_arguments(kwargs, error, match):
   args = {'inner_lr': 0.1, 'num_steps': 2, 'reg': 1.0, **kwargs}
   with pytest.raises(error, match=match):

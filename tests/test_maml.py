@@ -2,14 +2,19 @@
 
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import optax
 import pytest
-from jax.test_util import check_grads
 
 import jaxmaml
 from jaxmaml.data import sinusoid
-from tests.utils import counting, quadratic_loss, quadratic_task, rel_l2, task, tiny_regression
+from tests.utils import counting
+from tests.utils import quadratic_loss
+from tests.utils import quadratic_task
+from tests.utils import rel_l2
+from tests.utils import task
+from tests.utils import tiny_regression
 
 
 def meta_loss(learner, params, tasks):
@@ -21,10 +26,18 @@ def test_second_order_meta_gradient_matches_finite_differences(num_steps):
   """check_grads order 2 in float64: the meta-gradient and its derivative."""
   with jax.enable_x64(True):
     loss_fn, params, tasks = tiny_regression(
-        jax.random.key(1), num_tasks=3, width=6, dtype=jnp.float64)
+      jax.random.key(1), num_tasks=3, width=6, dtype=jnp.float64
+    )
     learner = jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=num_steps)
-    check_grads(jax.jit(lambda p: meta_loss(learner, p, tasks)), (params,), order=2,
-                modes=['rev'], eps=1e-4, atol=1e-5, rtol=1e-5)
+    check_grads(
+      jax.jit(lambda p: meta_loss(learner, p, tasks)),
+      (params,),
+      order=2,
+      modes=['rev'],
+      eps=1e-4,
+      atol=1e-5,
+      rtol=1e-5,
+    )
     # The gradient that check_grads just validated is what task_grad returns.
     grads, _ = jaxmaml.meta_gradient(learner, params, tasks)
     assert rel_l2(grads, jax.grad(lambda p: meta_loss(learner, p, tasks))(params)) < 1e-12
@@ -34,24 +47,30 @@ def test_finite_difference_check_rejects_first_order():
   """The oracle above can fail: first-order MAML is not the true gradient."""
   with jax.enable_x64(True):
     loss_fn, params, tasks = tiny_regression(
-        jax.random.key(1), num_tasks=3, width=6, dtype=jnp.float64)
+      jax.random.key(1), num_tasks=3, width=6, dtype=jnp.float64
+    )
     learner = jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=2, first_order=True)
 
     with pytest.raises(AssertionError):
-      check_grads(lambda p: meta_loss(learner, p, tasks), (params,), order=1, modes=['rev'], eps=1e-4,
-                  atol=1e-5, rtol=1e-5)
+      check_grads(
+        lambda p: meta_loss(learner, p, tasks),
+        (params,),
+        order=1,
+        modes=['rev'],
+        eps=1e-4,
+        atol=1e-5,
+        rtol=1e-5,
+      )
 
 
-@pytest.mark.parametrize('use_jit', [False, True])
 @pytest.mark.parametrize('first_order', [False, True])
-def test_one_step_quadratic_oracle(first_order, use_jit):
+def test_one_step_quadratic_oracle(first_order, variant):
   """grad = (I - alpha H_s) grad L_q(theta'); first order drops alpha H_s."""
   alpha, dim = 0.1, 4
   t = quadratic_task(jax.random.key(2), dim)
   theta = jax.random.normal(jax.random.key(3), (dim,))
   learner = jaxmaml.maml(quadratic_loss, inner_lr=alpha, num_steps=1, first_order=first_order)
-  task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
-  grad, metrics = task_grad(theta, t)
+  grad, metrics = variant(learner.task_grad)(theta, t)
 
   (a_s, b_s), (a_q, b_q) = t.support, t.query
   theta_adapted = theta - alpha * (a_s @ theta - b_s)
@@ -59,8 +78,9 @@ def test_one_step_quadratic_oracle(first_order, use_jit):
   jacobian = jnp.eye(dim) if first_order else jnp.eye(dim) - alpha * a_s
   np.testing.assert_allclose(grad, jacobian @ query_grad, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(metrics['loss'], quadratic_loss(theta_adapted, t.query), rtol=1e-5)
-  np.testing.assert_allclose(metrics['support_losses'], [quadratic_loss(theta, t.support)],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    metrics['support_losses'], [quadratic_loss(theta, t.support)], rtol=1e-5
+  )
 
 
 def test_three_step_quadratic_oracle():
@@ -77,16 +97,18 @@ def test_three_step_quadratic_oracle():
   np.testing.assert_allclose(grad, jacobian @ (a_q @ theta_adapted - b_q), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('task_map, batch_size', [
-    ('vmap', None), ('map', None), ('map', 4),
-    pytest.param('loop', None, marks=pytest.mark.slow)])  # ~18 s: compiles per task.
+@pytest.mark.parametrize(
+  'task_map, batch_size',
+  [('vmap', None), ('map', None), ('map', 4), pytest.param('loop', None, marks=pytest.mark.slow)],
+)  # ~18 s: compiles per task.
 def test_task_maps_match_per_task_loop(task_map, batch_size):
   """Every way of mapping tasks equals a Python loop of per-task gradients at
   the paper's meta-batch size (25)."""
   loss_fn, params, tasks = tiny_regression(jax.random.key(6), num_tasks=25)
   learner = jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=2)
-  grads, metrics = jax.jit(lambda p, t: jaxmaml.meta_gradient(
-      learner, p, t, task_map=task_map, batch_size=batch_size))(params, tasks)
+  grads, metrics = jax.jit(
+    lambda p, t: jaxmaml.meta_gradient(learner, p, t, task_map=task_map, batch_size=batch_size)
+  )(params, tasks)
   per_task = [jax.jit(learner.task_grad)(params, task(tasks, i)) for i in range(25)]
   ref = jax.tree_util.tree_map(lambda *g: sum(g) / 25, *[g for g, _ in per_task])
   assert rel_l2(grads, ref) < 1e-5
@@ -97,8 +119,9 @@ def test_task_maps_match_per_task_loop(task_map, batch_size):
 def _meta_steps(jit, num_steps=3):
   loss_fn, params, tasks = tiny_regression(jax.random.key(7))
   optimizer = optax.adam(1e-2)
-  step = jaxmaml.make_meta_step(jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=2),
-                                optimizer, jit=jit)
+  step = jaxmaml.make_meta_step(
+    jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=2), optimizer, jit=jit
+  )
   state = jaxmaml.init_train_state(params, optimizer)
   losses = []
   for _ in range(num_steps):

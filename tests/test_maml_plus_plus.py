@@ -2,13 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 import jaxmaml
 from jaxmaml.maml_plus_plus import msl_weights
-from tests.utils import rel_l2, task, tiny_regression
+from tests.utils import rel_l2
+from tests.utils import task
+from tests.utils import tiny_regression
 
 ALPHA, STEPS = 0.05, 3
 
@@ -25,14 +27,15 @@ def _first_bias(params):
   return mask
 
 
-@pytest.mark.parametrize('use_jit', [False, True])
-def test_all_pieces_off_equals_maml(use_jit):
+def test_all_pieces_off_equals_maml(variant):
   loss_fn, params, t = _problem()
   learner = jaxmaml.maml_plus_plus(loss_fn, inner_lr=ALPHA, num_steps=STEPS)
   meta_params = learner.init(params)
-  task_grad = jax.jit(learner.task_grad) if use_jit else learner.task_grad
+  task_grad = variant(learner.task_grad)
   grad, metrics = task_grad(meta_params, t, 0)
-  maml_grad, maml_metrics = jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=STEPS).task_grad(params, t)
+  maml_grad, maml_metrics = jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=STEPS).task_grad(
+    params, t
+  )
   assert rel_l2(grad['params'], maml_grad) < 1e-6
   np.testing.assert_allclose(metrics['loss'], maml_metrics['loss'], rtol=1e-6)
   np.testing.assert_allclose(metrics['support_losses'], maml_metrics['support_losses'], rtol=1e-6)
@@ -59,10 +62,10 @@ def test_multi_step_loss_is_the_weighted_sum_of_maml_losses():
   learner = jaxmaml.maml_plus_plus(loss_fn, inner_lr=ALPHA, num_steps=STEPS, msl_iterations=100)
   grad, metrics = jax.jit(learner.task_grad)(learner.init(params), t, 30)
   weights = msl_weights(STEPS, 30, 100)
-  per_step = [jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=k + 1).task_loss
-              for k in range(STEPS)]
-  np.testing.assert_allclose(metrics['step_losses'], [f(params, t)[0] for f in per_step],
-                             rtol=1e-5)
+  per_step = [
+    jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=k + 1).task_loss for k in range(STEPS)
+  ]
+  np.testing.assert_allclose(metrics['step_losses'], [f(params, t)[0] for f in per_step], rtol=1e-5)
   expected = jax.grad(lambda p: sum(w * f(p, t)[0] for w, f in zip(weights, per_step)))(params)
   assert rel_l2(grad['params'], expected) < 1e-5
 
@@ -71,18 +74,24 @@ def test_per_step_bn_equals_masked_maml_and_stays_unadapted():
   """Fresh per-step stacks (all slices equal), constant rates: MAML with those
   leaves masked out of the inner loop; their gradient is the sum over slices."""
   loss_fn, params, t = _problem()
-  learner = jaxmaml.maml_plus_plus(loss_fn, inner_lr=ALPHA, num_steps=STEPS,
-                                   per_step_bn=_first_bias)
+  learner = jaxmaml.maml_plus_plus(
+    loss_fn, inner_lr=ALPHA, num_steps=STEPS, per_step_bn=_first_bias
+  )
   meta_params = learner.init(params)
   assert meta_params['params']['Dense_0']['bias'].shape == (STEPS, 8)
   adapted, _ = learner.adapt(meta_params, t.support)
-  np.testing.assert_array_equal(adapted['Dense_0']['bias'], meta_params['params']['Dense_0']['bias'])
+  np.testing.assert_array_equal(
+    adapted['Dense_0']['bias'], meta_params['params']['Dense_0']['bias']
+  )
   grad, _ = jax.jit(learner.task_grad)(meta_params, t)
   not_bn = jax.tree_util.tree_map(lambda m: not m, _first_bias(params))
-  expected, _ = jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=STEPS, mask=not_bn).task_grad(params, t)
+  expected, _ = jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=STEPS, mask=not_bn).task_grad(
+    params, t
+  )
   expected_bias = expected['Dense_0']['bias']
-  np.testing.assert_allclose(grad['params']['Dense_0']['bias'].sum(0), expected_bias,
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    grad['params']['Dense_0']['bias'].sum(0), expected_bias, rtol=1e-4, atol=1e-6
+  )
   grad['params']['Dense_0']['bias'] = expected_bias
   assert rel_l2(grad['params'], expected) < 1e-5
   # Each step's slice gets its own gradient.
@@ -92,16 +101,26 @@ def test_per_step_bn_equals_masked_maml_and_stays_unadapted():
 def test_everything_on_matches_finite_differences():
   """LSLR rates, per-step stacks and MSL together, in float64, non-uniform values."""
   with jax.enable_x64(True):
-    loss_fn, params, tasks = tiny_regression(jax.random.key(1), num_tasks=1, width=4,
-                                             dtype=jnp.float64)
-    learner = jaxmaml.maml_plus_plus(loss_fn, inner_lr=ALPHA, num_steps=2, msl_iterations=10,
-                                     learn_inner_lr=True, per_step_bn=_first_bias)
+    loss_fn, params, tasks = tiny_regression(
+      jax.random.key(1), num_tasks=1, width=4, dtype=jnp.float64
+    )
+    learner = jaxmaml.maml_plus_plus(
+      loss_fn,
+      inner_lr=ALPHA,
+      num_steps=2,
+      msl_iterations=10,
+      learn_inner_lr=True,
+      per_step_bn=_first_bias,
+    )
     meta_params = learner.init(params)
     noise = lambda x, i: x + 0.01 * jax.random.normal(jax.random.key(i), x.shape, x.dtype)
     leaves, treedef = jax.tree_util.tree_flatten(meta_params)
     meta_params = treedef.unflatten([noise(x, i) for i, x in enumerate(leaves)])
-    objective = jax.jit(lambda mp: jnp.vdot(
-        msl_weights(2, 3, 10), learner.task_grad(mp, task(tasks, 0), 3)[1]['step_losses']))
+    objective = jax.jit(
+      lambda mp: jnp.vdot(
+        msl_weights(2, 3, 10), learner.task_grad(mp, task(tasks, 0), 3)[1]['step_losses']
+      )
+    )
     check_grads(objective, (meta_params,), order=1, modes=['rev'], eps=1e-5, atol=1e-6, rtol=1e-6)
     grad, _ = learner.task_grad(meta_params, task(tasks, 0), 3)
     assert rel_l2(grad, jax.grad(objective)(meta_params)) < 1e-10
@@ -109,8 +128,9 @@ def test_everything_on_matches_finite_differences():
 
 def test_derivative_order_annealing():
   loss_fn, params, t = _problem()
-  learner = jaxmaml.maml_plus_plus(loss_fn, inner_lr=ALPHA, num_steps=STEPS,
-                                   first_order_iterations=10)
+  learner = jaxmaml.maml_plus_plus(
+    loss_fn, inner_lr=ALPHA, num_steps=STEPS, first_order_iterations=10
+  )
   task_grad = jax.jit(learner.task_grad)
   meta_params = learner.init(params)
   first = jaxmaml.maml(loss_fn, inner_lr=ALPHA, num_steps=STEPS, first_order=True)

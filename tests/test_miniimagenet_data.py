@@ -5,31 +5,15 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from jaxmaml.data import episodes, miniimagenet
-
-COLORS = {'n01': (255, 0, 0), 'n02': (0, 255, 0), 'n03': (0, 0, 255)}
-
-
-def _make_dataset(root, per_class=4, size=(100, 90)):
-  (root / 'images').mkdir(parents=True)
-  for split, classes in (('train', ['n02', 'n01']), ('val', ['n03']), ('test', ['n03'])):
-    lines = ['filename,label']
-    for wnid in classes:
-      for i in range(per_class):
-        name = f'{wnid}{split}{i:04d}.png'
-        pixels = np.zeros((size[1], size[0], 3), np.uint8) + np.array(COLORS[wnid], np.uint8)
-        pixels[0, 0] = i  # Tell the images of a class apart.
-        Image.fromarray(pixels).save(root / 'images' / name)
-        lines.append(f'{name},{wnid}')
-    (root / f'{split}.csv').write_text('\n'.join(lines) + '\n')
-  return root
+from jaxmaml.data import episodes
+from jaxmaml.data import miniimagenet
+from tests.utils import make_miniimagenet
 
 
 @pytest.fixture
 def root(tmp_path):
-  return _make_dataset(tmp_path / 'mini')
+  return make_miniimagenet(tmp_path / 'mini')
 
 
 def test_shapes_order_colors_and_cache(root, tmp_path):
@@ -47,8 +31,9 @@ def test_shapes_order_colors_and_cache(root, tmp_path):
   assert time.perf_counter() - start < 1.0
   np.testing.assert_array_equal(again.images, split.images)
   assert os.listdir(cache) == files  # Served from the cache.
-  tasks = next(episodes.host_episodes(0, again.images, 2, num_ways=2, num_shots=1,
-                                      num_queries=2, rotate=False))
+  tasks = next(
+    episodes.host_episodes(0, again.images, 2, num_ways=2, num_shots=1, num_queries=2, rotate=False)
+  )
   assert tasks.support[0].shape == (2, 2, 12, 12, 3)
 
 
@@ -66,8 +51,9 @@ def test_errors(root, tmp_path):
   (root / 'val.csv').write_text('file,class\nx.png,n03\n')
   with pytest.raises(ValueError, match='header "filename,label"'):
     miniimagenet.load_miniimagenet(root, 'val', cache_dir=cache)
-  (root / 'val.csv').write_text('filename,label\nn03val0000.png,n03\nn01train0000.png,n01\n'
-                                'n01train0001.png,n01\n')
+  (root / 'val.csv').write_text(
+    'filename,label\nn03val0000.png,n03\nn01train0000.png,n01\nn01train0001.png,n01\n'
+  )
   with pytest.raises(ValueError, match='same number of images'):
     miniimagenet.load_miniimagenet(root, 'val', cache_dir=cache)
   os.remove(root / 'test.csv')

@@ -3,16 +3,19 @@
 semantics, and the vmapped meta-gradient equals a float64 per-task loop at
 meta-batch 32."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
 
 import jaxmaml
 from jaxmaml import models
-from jaxmaml.models import Conv4, conv3x3, conv4_miniimagenet
-from tests.utils import rel_l2, task
+from jaxmaml.models import Conv4
+from jaxmaml.models import conv3x3
+from jaxmaml.models import conv4_miniimagenet
+from tests.utils import rel_l2
+from tests.utils import task
 
 
 def _count(params):
@@ -25,11 +28,17 @@ def _count(params):
 def test_conv3x3_matmul_equals_xla(size, stride, channels):
   x = jax.random.normal(jax.random.key(0), (3, size, size, channels))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, 6))
-  outs = {impl: jax.jit(conv3x3, static_argnums=(2, 3))(x, kernel, stride, impl)
-          for impl in ('matmul', 'xla')}
+  outs = {
+    impl: jax.jit(conv3x3, static_argnums=(2, 3))(x, kernel, stride, impl)
+    for impl in ('matmul', 'xla')
+  }
   np.testing.assert_allclose(outs['matmul'], outs['xla'], rtol=1e-5, atol=1e-5)
-  grads = {impl: jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride, impl))),
-                                  argnums=(0, 1)))(x, kernel) for impl in ('matmul', 'xla')}
+  grads = {
+    impl: jax.jit(
+      jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride, impl))), argnums=(0, 1))
+    )(x, kernel)
+    for impl in ('matmul', 'xla')
+  }
   assert rel_l2(grads['matmul'], grads['xla']) < 1e-5
 
 
@@ -37,27 +46,37 @@ def _reduce_window_pool(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
 
 
+@pytest.mark.parametrize('vmapped', [False, True], ids=['batched', 'vmap'])
 @pytest.mark.parametrize('shape', [(2, 8, 8, 3), (3, 7, 9, 2)])
-def test_max_pool_2x2_equals_reduce_window_with_ties(shape):
+def test_max_pool_2x2_equals_reduce_window_with_ties(shape, vmapped, variant):
   """Small integers make many exact ties; value, VJP and JVP are equal exactly
-  (float64), under jit and vmap."""
+  (float64), with and without jit, on the batch and vmapped over its images."""
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 3, shape), jnp.float64)
     tangent = jnp.asarray(rng.normal(size=shape))
-    for transform in (lambda f: f, jax.jit, lambda f: jax.vmap(lambda y: f(y[None])[0])):
-      new, old = transform(models.max_pool_2x2), transform(_reduce_window_pool)
-      np.testing.assert_array_equal(new(x), old(x))
-      cotangent = jnp.asarray(rng.normal(size=old(x).shape))
-      np.testing.assert_array_equal(jax.vjp(new, x)[1](cotangent)[0],
-                                    jax.vjp(old, x)[1](cotangent)[0])
-      np.testing.assert_array_equal(jax.jvp(new, (x,), (tangent,))[1],
-                                    jax.jvp(old, (x,), (tangent,))[1])
+    transform = lambda f: variant(jax.vmap(lambda y: f(y[None])[0]) if vmapped else f)
+    new, old = transform(models.max_pool_2x2), transform(_reduce_window_pool)
+    np.testing.assert_array_equal(new(x), old(x))
+    cotangent = jnp.asarray(rng.normal(size=old(x).shape))
+    np.testing.assert_array_equal(
+      jax.vjp(new, x)[1](cotangent)[0], jax.vjp(old, x)[1](cotangent)[0]
+    )
+    np.testing.assert_array_equal(
+      jax.jvp(new, (x,), (tangent,))[1], jax.jvp(old, (x,), (tangent,))[1]
+    )
 
 
-@pytest.mark.parametrize('task_map, batch_size', [('vmap', None), ('map', 1)])
+@pytest.mark.parametrize(
+  'task_map, batch_size',
+  [
+    pytest.param('vmap', None, marks=pytest.mark.slow),  # 63-68 s on 2 shared cores (load ~8).
+    ('map', 1),
+  ],
+)
 def test_miniimagenet_meta_gradient_unchanged_by_max_pool_formulation(
-    monkeypatch, task_map, batch_size):
+  monkeypatch, task_map, batch_size
+):
   """Second-order meta-gradient of the miniImageNet Conv4 (4 filters, 20x20x3
   binary images: many ties in the pools) with the reshape max-pool and with
   ``reduce_window``: relative L2 below 1e-12 in float64 (measured ~1e-16)."""
@@ -68,14 +87,18 @@ def test_miniimagenet_meta_gradient_unchanged_by_max_pool_formulation(
     tasks = jaxmaml.Task((images(key, 6), labels), (images(jax.random.fold_in(key, 1), 6), labels))
     model = conv4_miniimagenet(3, features=4)
     params = jax.tree_util.tree_map(
-        lambda x: x.astype(jnp.float64),
-        model.init(jax.random.key(1), tasks.support[0][0])['params'])
+      lambda x: x.astype(jnp.float64), model.init(jax.random.key(1), tasks.support[0][0])['params']
+    )
 
     def meta_gradient():
-      learner = jaxmaml.maml(jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model)), inner_lr=0.1,
-                             num_steps=2, has_aux=True)
-      return jax.jit(lambda p, t: jaxmaml.meta_gradient(
-          learner, p, t, task_map=task_map, batch_size=batch_size)[0])(params, tasks)
+      learner = jaxmaml.maml(
+        jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model)), inner_lr=0.1, num_steps=2, has_aux=True
+      )
+      return jax.jit(
+        lambda p, t: jaxmaml.meta_gradient(learner, p, t, task_map=task_map, batch_size=batch_size)[
+          0
+        ]
+      )(params, tasks)
 
     new = meta_gradient()
     monkeypatch.setattr(models, 'max_pool_2x2', _reduce_window_pool)
@@ -124,8 +147,8 @@ def test_bad_options():
 
 
 def _omniglot_like_tasks(num_tasks, ways=5, shots=1, queries=1, dtype=jnp.float32):
-  xs = (jax.random.uniform(jax.random.key(0), (num_tasks, ways * shots, 28, 28, 1)) > 0.8)
-  xq = (jax.random.uniform(jax.random.key(1), (num_tasks, ways * queries, 28, 28, 1)) > 0.8)
+  xs = jax.random.uniform(jax.random.key(0), (num_tasks, ways * shots, 28, 28, 1)) > 0.8
+  xq = jax.random.uniform(jax.random.key(1), (num_tasks, ways * queries, 28, 28, 1)) > 0.8
   ys = jnp.tile(jnp.repeat(jnp.arange(ways), shots), (num_tasks, 1))
   yq = jnp.tile(jnp.repeat(jnp.arange(ways), queries), (num_tasks, 1))
   return jaxmaml.Task((xs.astype(dtype), ys), (xq.astype(dtype), yq))
@@ -147,9 +170,13 @@ def test_meta_gradient_matmul_equals_xla():
   assert rel_l2(grads['matmul'], grads['xla']) < 1e-4
 
 
-@pytest.mark.parametrize('task_map, batch_size', [
+@pytest.mark.parametrize(
+  'task_map, batch_size',
+  [
     pytest.param('vmap', None, marks=pytest.mark.slow),  # ~19 s; the MLP tests cover vmap.
-    ('map', 4)])  # The few-shot experiment's default.
+    ('map', 4),
+  ],
+)  # The few-shot experiment's default.
 def test_mapped_meta_gradient_at_meta_batch_32_matches_float64_loop(task_map, batch_size):
   """The trap seen with vmapped convolutions on XLA:CPU (a wrong meta-gradient
   at 32 tasks): the vmapped and the chunked (lax.map of vmaps of 4 tasks, the
@@ -160,14 +187,17 @@ def test_mapped_meta_gradient_at_meta_batch_32_matches_float64_loop(task_map, ba
   tasks = _omniglot_like_tasks(32)
   model, learner = _learner('matmul')
   params = model.init(jax.random.key(2), tasks.support[0][0])['params']
-  mapped = jax.jit(lambda p, t: jaxmaml.meta_gradient(
-      learner, p, t, task_map=task_map, batch_size=batch_size)[0])(params, tasks)
+  mapped = jax.jit(
+    lambda p, t: jaxmaml.meta_gradient(learner, p, t, task_map=task_map, batch_size=batch_size)[0]
+  )(params, tasks)
   with jax.enable_x64(True):
     to64 = lambda tree: jax.tree_util.tree_map(
-        lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, tree)
+      lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, tree
+    )
     task_grad = jax.jit(learner.task_grad)
     per_task = [task_grad(to64(params), to64(task(tasks, i)))[0] for i in range(32)]
     reference = jax.tree_util.tree_map(lambda *g: np.asarray(sum(g) / 32), *per_task)
-  for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(mapped),
-                               jax.tree_util.tree_leaves(reference)):
+  for (path, got), want in zip(
+    jax.tree_util.tree_leaves_with_path(mapped), jax.tree_util.tree_leaves(reference)
+  ):
     assert rel_l2(got, want) < 1e-3, jax.tree_util.keystr(path)

@@ -13,10 +13,11 @@ import time
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-from jaxmaml.data import cache, omniglot
+from jaxmaml.data import cache
+from jaxmaml.data import omniglot
 
 DATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 ZIPS = DATA / 'omniglot'
@@ -24,10 +25,11 @@ TFDS = DATA / 'tfds'
 LAKE = ZIPS / 'one-shot-classification' / 'all_runs.zip'
 
 needs_zips = pytest.mark.skipif(
-    not (ZIPS / 'images_evaluation.zip').is_file(), reason=f'Omniglot zips not in {ZIPS}')
+  not (ZIPS / 'images_evaluation.zip').is_file(), reason=f'Omniglot zips not in {ZIPS}'
+)
 needs_tfds = pytest.mark.skipif(
-    not (TFDS / 'omniglot' / omniglot.TFDS_VERSION).is_dir(),
-    reason=f'TFDS Omniglot not in {TFDS}')
+  not (TFDS / 'omniglot' / omniglot.TFDS_VERSION).is_dir(), reason=f'TFDS Omniglot not in {TFDS}'
+)
 needs_lake = pytest.mark.skipif(not LAKE.is_file(), reason=f'{LAKE} not found')
 
 
@@ -70,7 +72,7 @@ def test_shapes_order_and_alphabets(from_zip):
   assert np.isin(alphabets, list(background)).sum() == 964
   assert set(alphabets[:964]) == background
   assert alphabets[character_ids == 683][0] == 'Latin'  # Latin is ids 683..708.
-  assert alphabets[-1] == 'ULOG'                        # ULOG is ids 1598..1623.
+  assert alphabets[-1] == 'ULOG'  # ULOG is ids 1598..1623.
 
 
 @needs_zips
@@ -91,8 +93,7 @@ def test_pixels_are_stroke_images_with_ink_high(from_zip):
 def test_pixels_match_an_independent_preprocessing(from_zip, character_id, drawer):
   subset = 'images_background' if character_id <= 964 else 'images_evaluation'
   with zipfile.ZipFile(ZIPS / f'{subset}.zip') as archive:
-    [name] = [n for n in archive.namelist()
-              if n.endswith(f'/{character_id:04d}_{drawer:02d}.png')]
+    [name] = [n for n in archive.namelist() if n.endswith(f'/{character_id:04d}_{drawer:02d}.png')]
     want = _reference_preprocess(archive.read(name), 28)
   assert from_zip.alphabets[character_id - 1] == name.split('/')[1]
   np.testing.assert_array_equal(from_zip.images[character_id - 1, drawer - 1], want)
@@ -128,8 +129,9 @@ def _tfds_key_hash(split, key):
 def test_tfds_drawers_follow_the_key_hash_order():
   # Two characters of one alphabet, written as TFDS does: sorted by key hash.
   records = [('Alpha', char, char + 1, drawer) for char in (0, 1) for drawer in range(1, 21)]
-  by_hash = sorted(records, key=lambda r: _tfds_key_hash(
-      'train', f'{r[0]}_{r[1]}_{r[2]:04d}_{r[3]:02d}.png'))
+  by_hash = sorted(
+    records, key=lambda r: _tfds_key_hash('train', f'{r[0]}_{r[1]}_{r[2]:04d}_{r[3]:02d}.png')
+  )
   alphabets, char_ids, labels, drawers = zip(*by_hash)
   labels = [label - 1 for label in labels]
   got = omniglot._tfds_drawers('train', alphabets, char_ids, labels, 'here')
@@ -141,7 +143,9 @@ def test_tfds_drawers_follow_the_key_hash_order():
   with pytest.raises(ValueError, match='not in TFDS key-hash order'):
     omniglot._tfds_drawers('train', alphabets, char_ids, [label - 1 for label in labels], 'here')
   with pytest.raises(ValueError, match='character 1 has 19 records'):
-    omniglot._tfds_drawers('train', alphabets[1:], char_ids[1:], [label - 1 for label in labels[1:]], 'here')
+    omniglot._tfds_drawers(
+      'train', alphabets[1:], char_ids[1:], [label - 1 for label in labels[1:]], 'here'
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -178,9 +182,10 @@ def test_cache_dir_defaults_to_environment(monkeypatch, tmp_path):
 
 def _tiny_omniglot(size=2):
   return omniglot.Omniglot(
-      images=np.full([omniglot.NUM_CHARACTERS, omniglot.NUM_DRAWERS, size, size], 7, np.uint8),
-      alphabets=np.array(['a'] * omniglot.NUM_CHARACTERS),
-      character_ids=np.arange(1, omniglot.NUM_CHARACTERS + 1, dtype=np.int32))
+    images=np.full([omniglot.NUM_CHARACTERS, omniglot.NUM_DRAWERS, size, size], 7, np.uint8),
+    alphabets=np.array(['a'] * omniglot.NUM_CHARACTERS),
+    character_ids=np.arange(1, omniglot.NUM_CHARACTERS + 1, dtype=np.int32),
+  )
 
 
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
@@ -196,7 +201,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     omniglot._save_cache(path, _tiny_omniglot())
   assert os.listdir(tmp_path) == [path.name]  # No temporary file left ...
-  assert path.read_bytes() == before          # ... and the old cache intact.
+  assert path.read_bytes() == before  # ... and the old cache intact.
   monkeypatch.undo()
   np.testing.assert_array_equal(omniglot._load_cache(path, 2).images, _tiny_omniglot().images)
 
@@ -218,7 +223,10 @@ def test_unreadable_cache_is_ignored(tmp_path):
 def test_split_sizes_disjoint_and_covering():
   splits = omniglot.split_characters()
   assert {k: v.shape for k, v in splits.items()} == {
-      'train': (1100,), 'val': (100,), 'test': (423,)}
+    'train': (1100,),
+    'val': (100,),
+    'test': (423,),
+  }
   everything = np.concatenate(list(splits.values()))
   np.testing.assert_array_equal(np.sort(everything), np.arange(1623))
   # Pinned: random.Random(1).shuffle over 0..1622, as MAML's random.seed(1).
@@ -241,14 +249,17 @@ def test_split_custom_sizes():
   np.testing.assert_array_equal(np.sort(np.concatenate(list(splits.values()))), np.arange(10))
 
 
-@pytest.mark.parametrize('kwargs,match', [
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [
     (dict(num_train=1600, num_val=100), 'exceeds num_characters'),
     (dict(num_characters=10), 'exceeds num_characters'),
     (dict(num_train=-1), 'num_train'),
     (dict(num_val=2.5), 'num_val'),
     (dict(num_characters=0), 'num_characters'),
     (dict(seed='1'), 'seed'),
-])
+  ],
+)
 def test_split_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
     omniglot.split_characters(**kwargs)
@@ -331,7 +342,7 @@ def test_damaged_zip(tmp_path, damage):
   broken = source / 'images_evaluation.zip'
   data = bytearray(broken.read_bytes())
   if damage == 'truncate':
-    del data[len(data) // 2:]
+    del data[len(data) // 2 :]
   else:  # Overwrite the compressed bytes of the first images; the index stays intact.
     data[2000:2600] = bytes(600)
   broken.write_bytes(bytes(data))

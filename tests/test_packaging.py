@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from jaxmaml.data import miniimagenet, omniglot
+from jaxmaml.data import miniimagenet
+from jaxmaml.data import omniglot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORE = {'jax', 'jaxlib', 'flax', 'optax', 'chex', 'numpy'}
@@ -48,13 +49,24 @@ def _requirement_name(requirement: str) -> str:
 
 
 def test_every_module_imports_without_the_optional_packages():
-  result = subprocess.run([sys.executable, '-c', _IMPORT_EVERYTHING], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, '-c', _IMPORT_EVERYTHING],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr
   imported = set(result.stdout.split())
   # The walk found the package's modules, data loaders included.
-  assert {'jaxmaml.adapt', 'jaxmaml.checkpoint', 'jaxmaml.data.cache', 'jaxmaml.data.omniglot',
-          'jaxmaml.data.miniimagenet', 'jaxmaml.data.episodes'} <= imported, imported
+  assert {
+    'jaxmaml.adapt',
+    'jaxmaml.checkpoint',
+    'jaxmaml.data.cache',
+    'jaxmaml.data.omniglot',
+    'jaxmaml.data.miniimagenet',
+    'jaxmaml.data.episodes',
+  } <= imported, imported
 
 
 def test_core_dependencies_and_extras_are_declared():
@@ -74,13 +86,13 @@ def test_reading_images_without_pillow_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, name, None)  # An import of it now fails.
   for subset in ('images_background', 'images_evaluation'):
     (tmp_path / f'{subset}.zip').write_bytes(b'')
-  with pytest.raises(ImportError, match=r"Reading Omniglot images needs pillow.*jaxmaml\[data\]"):
+  with pytest.raises(ImportError, match=r'Reading Omniglot images needs pillow.*jaxmaml\[data\]'):
     omniglot.load_omniglot(tmp_path, cache_dir=tmp_path / 'cache')
   root = tmp_path / 'miniimagenet'
   (root / 'images').mkdir(parents=True)
   (root / 'images' / 'a.jpg').write_bytes(b'')
   (root / 'train.csv').write_text('filename,label\na.jpg,n01\n')
-  with pytest.raises(ImportError, match=r"miniImageNet images needs pillow.*jaxmaml\[data\]"):
+  with pytest.raises(ImportError, match=r'miniImageNet images needs pillow.*jaxmaml\[data\]'):
     miniimagenet.load_miniimagenet(root, 'train', cache_dir=tmp_path / 'cache')
 
 
@@ -90,6 +102,7 @@ def test_tfds_source_without_tensorflow_datasets_names_the_extra(monkeypatch, tm
   version_dir.mkdir(parents=True)
   for split in ('train', 'test'):
     (version_dir / f'omniglot-{split}.array_record-00000-of-00001').write_bytes(b'')
-  with pytest.raises(ImportError,
-                     match=r"TFDS Omniglot source needs tensorflow-datasets.*jaxmaml\[data\]"):
+  with pytest.raises(
+    ImportError, match=r'TFDS Omniglot source needs tensorflow-datasets.*jaxmaml\[data\]'
+  ):
     omniglot.load_omniglot(tmp_path, cache_dir=tmp_path / 'cache')

@@ -25,7 +25,6 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-# pylint: disable=wrong-import-position
 from benchmarks import peers
 from benchmarks import problems
 from benchmarks.peers import table
@@ -34,11 +33,20 @@ from benchmarks.peers import torch_net
 F64_TOL = 1e-10
 F32_TOL = 1e-4
 TINY = {
-    'omniglot': problems.Problem(ways=3, shots=1, queries=2, meta_batch_size=2, features=8,
-                                 inner_steps=1, eval_inner_steps=2),
-    'miniimagenet': problems.Problem(dataset='miniimagenet', ways=3, shots=1, queries=2,
-                                     meta_batch_size=2, features=4, inner_steps=1,
-                                     inner_lr=0.1, eval_inner_steps=2),
+  'omniglot': problems.Problem(
+    ways=3, shots=1, queries=2, meta_batch_size=2, features=8, inner_steps=1, eval_inner_steps=2
+  ),
+  'miniimagenet': problems.Problem(
+    dataset='miniimagenet',
+    ways=3,
+    shots=1,
+    queries=2,
+    meta_batch_size=2,
+    features=4,
+    inner_steps=1,
+    inner_lr=0.1,
+    eval_inner_steps=2,
+  ),
 }
 # conv='xla' computes what the benchmark's 'matmul' does and compiles in half the time.
 JAX_OPTIONS = {'conv': 'xla'}
@@ -53,18 +61,19 @@ def one_torch_thread():
   torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def inputs(problem: problems.Problem):
   return problems.init_params(problem), problems.make_tasks(problem)
 
 
 def run(name: str, problem: problems.Problem, dtype, **options):
-  peer = peers.make(name, problem, *inputs(problem), dtype,
-                    **(JAX_OPTIONS if name == 'jaxmaml' else options))
+  peer = peers.make(
+    name, problem, *inputs(problem), dtype, **(JAX_OPTIONS if name == 'jaxmaml' else options)
+  )
   return peer.result(peer.step())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(problem: problems.Problem, dtype):
   return run('jaxmaml', problem, dtype)
 
@@ -128,12 +137,12 @@ def test_torch_conv4_forward_matches_flax(dataset, bn_scale):
   params, tasks = inputs(problem)
   with jax.enable_x64(True):
     logits = problems.make_model(problem).apply(
-        {'params': problems.unflatten({k: v.astype(np.float64) for k, v in params.items()})},
-        tasks.query[0][0].astype(np.float64))
+      {'params': problems.unflatten({k: v.astype(np.float64) for k, v in params.items()})},
+      tasks.query[0][0].astype(np.float64),
+    )
   module = torch_net.make_module(problem, params, torch.float64)
   x = torch_net.torch_tasks(tasks, torch.float64)[2][0]
-  np.testing.assert_allclose(module(x).detach().numpy(), np.asarray(logits), rtol=1e-12,
-                             atol=1e-12)
+  np.testing.assert_allclose(module(x).detach().numpy(), np.asarray(logits), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('name', list(peers.IMPLEMENTATIONS))
@@ -142,8 +151,9 @@ def test_evaluation_path_matches_jaxmaml(name):
   skip_if_unavailable(name)
   problem = dataclasses.replace(TINY['omniglot'], queries=5)
   eval_tasks = problems.make_tasks(problem, 4, salt=1)
-  make = lambda impl: peers.make(impl, problem, *inputs(problem), np.float64,
-                                 **(JAX_OPTIONS if impl == 'jaxmaml' else {}))
+  make = lambda impl: peers.make(
+    impl, problem, *inputs(problem), np.float64, **(JAX_OPTIONS if impl == 'jaxmaml' else {})
+  )
   expected = make('jaxmaml').evaluator(eval_tasks)()
   # Accuracies are multiples of 1/15; jaxmaml reports them in float32.
   np.testing.assert_allclose(make(name).evaluator(eval_tasks)(), expected, atol=1e-6)
@@ -159,7 +169,8 @@ def test_layouts_round_trip():
   assert torch_net.to_torch_layout('Dense_0/kernel', dense).shape == (5, 4)
   for name, value in (('ConvBlock_0/kernel', kernel[0]), ('Dense_0/kernel', dense)):
     np.testing.assert_array_equal(
-        torch_net.to_flax_layout(name, torch_net.to_torch_layout(name, value)), value)
+      torch_net.to_flax_layout(name, torch_net.to_torch_layout(name, value)), value
+    )
   assert torch_net.torch_name('Dense_0/kernel') == 'Dense_0.weight'
 
 
@@ -167,10 +178,27 @@ def test_table_quick(tmp_path):
   """The shape table on one tiny shape, fresh processes: schema, finite numbers,
   float64 agreement of every available peer."""
   out = tmp_path / 'peers.json'
-  report = table.main(['--shapes', 'omniglot_5w1s_q1_1step', '--orders', 'second',
-                       '--features', '4', '--meta_batch_size', '2', '--threads', '1',
-                       '--quick', '--eval_tasks', '4', '--matmul_size', '128',
-                       '--out', str(out)])
+  report = table.main(
+    [
+      '--shapes',
+      'omniglot_5w1s_q1_1step',
+      '--orders',
+      'second',
+      '--features',
+      '4',
+      '--meta_batch_size',
+      '2',
+      '--threads',
+      '1',
+      '--quick',
+      '--eval_tasks',
+      '4',
+      '--matmul_size',
+      '128',
+      '--out',
+      str(out),
+    ]
+  )
   assert json.loads(out.read_text()) == json.loads(json.dumps(report))
   assert (tmp_path / 'peers.md').read_text().count('omniglot_5w1s_q1_1step') == 1
   assert report['matmul']['flop_per_s'] > 0

@@ -2,13 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import optax
 import pytest
-from jax.test_util import check_grads
 
 import jaxmaml
-from jaxmaml.protonets import protonets, squared_euclidean_logits
+from jaxmaml.protonets import protonets
+from jaxmaml.protonets import squared_euclidean_logits
 from tests.utils import rel_l2
 
 NUM_WAYS = 3
@@ -28,12 +29,15 @@ def _task(seed, num_support=7, num_query=6, dtype=np.float32):
   """
   rng = np.random.default_rng(seed)
   centers = 2.0 * rng.normal(size=(NUM_WAYS, 2))
-  support_labels = rng.permutation(np.concatenate(
-      [np.arange(NUM_WAYS), rng.integers(0, NUM_WAYS, num_support - NUM_WAYS)]))
+  support_labels = rng.permutation(
+    np.concatenate([np.arange(NUM_WAYS), rng.integers(0, NUM_WAYS, num_support - NUM_WAYS)])
+  )
   query_labels = rng.integers(0, NUM_WAYS, num_query)
   x = lambda labels: (centers[labels] + rng.normal(size=(len(labels), 2))).astype(dtype)
-  return jaxmaml.Task(support=(x(support_labels), support_labels.astype(np.int32)),
-                      query=(x(query_labels), query_labels.astype(np.int32)))
+  return jaxmaml.Task(
+    support=(x(support_labels), support_labels.astype(np.int32)),
+    query=(x(query_labels), query_labels.astype(np.int32)),
+  )
 
 
 def _tasks(seeds, dtype=np.float32):
@@ -56,25 +60,20 @@ def _numpy_reference(embed_fn, params, t):
   return prototypes, q_emb, logits, loss, accuracy
 
 
-@pytest.mark.parametrize('use_jit', [False, True])
-def test_matches_numpy_reference(use_jit):
+def test_matches_numpy_reference(variant):
   """Prototypes are the per-class means; logits are minus squared distances;
   the loss is the log-softmax cross-entropy; accuracy is argmax agreement."""
   embed_fn, params = _embedding(jax.random.key(0))
   t = _task(1)
   learner = protonets(embed_fn, num_ways=NUM_WAYS)
-  adapt = jax.jit(learner.adapt) if use_jit else learner.adapt
-  task_loss = jax.jit(learner.task_loss) if use_jit else learner.task_loss
-  logits_fn = jax.jit(squared_euclidean_logits) if use_jit else squared_euclidean_logits
-  prototypes_ref, q_emb, logits_ref, loss_ref, accuracy_ref = _numpy_reference(
-      embed_fn, params, t)
+  prototypes_ref, q_emb, logits_ref, loss_ref, accuracy_ref = _numpy_reference(embed_fn, params, t)
 
-  prototypes, support_losses = adapt(params, t.support)
+  prototypes, support_losses = variant(learner.adapt)(params, t.support)
   np.testing.assert_allclose(prototypes, prototypes_ref, rtol=1e-5, atol=1e-6)
   assert support_losses.shape == (0,)
-  logits = logits_fn(jnp.asarray(q_emb, jnp.float32), prototypes)
+  logits = variant(squared_euclidean_logits)(jnp.asarray(q_emb, jnp.float32), prototypes)
   np.testing.assert_allclose(logits, logits_ref, rtol=1e-5, atol=1e-5)
-  loss, metrics = task_loss(params, t)
+  loss, metrics = variant(learner.task_loss)(params, t)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
   assert set(metrics) == {'loss', 'accuracy', 'support_losses'}
   np.testing.assert_allclose(metrics['loss'], loss_ref, rtol=1e-5)
@@ -139,12 +138,15 @@ def test_conv4_embedding():
   assert metrics['loss'].shape == metrics['accuracy'].shape == ()
 
 
-@pytest.mark.parametrize('kwargs, error, match', [
+@pytest.mark.parametrize(
+  'kwargs, error, match',
+  [
     ({'num_ways': 0}, ValueError, 'num_ways'),
     ({'num_ways': -2}, ValueError, 'num_ways'),
     ({'num_ways': 2.5}, TypeError, 'num_ways'),
     ({'num_ways': True}, TypeError, 'num_ways'),
-])
+  ],
+)
 def test_bad_arguments(kwargs, error, match):
   with pytest.raises(error, match=match):
     protonets(lambda p, x: x, **kwargs)

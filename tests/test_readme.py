@@ -1,4 +1,4 @@
-"""The README and docs/: their examples run as written, their links resolve, the README's numbers have a source."""
+"""The README and docs/: examples run as written, links resolve, numbers have a source."""
 
 import pathlib
 import re
@@ -33,8 +33,7 @@ def test_readme_library_example_runs():
 
 def test_readme_family_example_runs():
   scope = _run('docs/family.md')
-  assert set(scope['metrics']) == {'maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile',
-                                   'imaml'}
+  assert set(scope['metrics']) == {'maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml'}
   for metrics in scope['metrics'].values():
     assert metrics['loss'].shape == (25,) and np.all(np.isfinite(metrics['loss']))
 
@@ -83,9 +82,13 @@ def _numbers(line: str) -> set[str]:
 def test_readme_numbers_come_from_the_docs():
   """Every row of a measured table in the README is a view of one row of a docs page's table."""
   readme = (ROOT / 'README.md').read_text()
-  measured = readme[readme.index('## Measured'):readme.index('## Layout')]
-  source_rows = [_numbers(line) for page in (ROOT / 'docs').glob('*.md')
-                 for line in page.read_text().splitlines() if line.startswith('|')]
+  measured = readme[readme.index('## Measured') : readme.index('## Layout')]
+  source_rows = [
+    _numbers(line)
+    for page in (ROOT / 'docs').glob('*.md')
+    for line in page.read_text().splitlines()
+    if line.startswith('|')
+  ]
   rows = [line for line in measured.splitlines() if line.startswith('|') and _numbers(line)]
   assert len(rows) > 30
   orphans = [row for row in rows if not any(_numbers(row) <= source for source in source_rows)]

@@ -1,10 +1,11 @@
 """Data parallelism over tasks: a meta-step split over 1, 2, 4 and 8 devices
 equals the single-device step up to float reassociation.
 
-The tests need 8 devices. On CPU, ``test_on_simulated_devices`` runs this file
-again in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
-(the flag must be set before JAX starts, and the rest of the suite runs on one
-device); on a machine with 8 devices the tests run directly.
+The tests need 8 devices (``@pytest.mark.devices``). On CPU,
+``test_on_simulated_devices`` runs this file again in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set
+before JAX starts, and the rest of the suite runs on one device); on a machine
+with 8 devices the tests run directly.
 """
 
 import functools
@@ -23,38 +24,28 @@ import optax
 import pytest
 
 import jaxmaml
-from jaxmaml.data import episodes, sinusoid
-from tests.test_conformance import LEARNERS, _classification, _regression
-from tests.utils import counting, rel_l2
+from jaxmaml.data import episodes
+from jaxmaml.data import sinusoid
+from tests.utils import LEARNERS
+from tests.utils import NUM_DEVICES
+from tests.utils import counting
+from tests.utils import learner_problem
+from tests.utils import rel_l2
+from tests.utils import run_on_simulated_devices
+from tests.utils import sinusoid_problem
+from tests.utils import two_host_problem
 
-NUM_DEVICES = 8
-needs_devices = pytest.mark.skipif(
-    jax.device_count() < NUM_DEVICES, reason=f'needs {NUM_DEVICES} devices; run by '
-    'test_on_simulated_devices in a subprocess')
 # Float reassociation of the mean over tasks (one sum per device, then a sum
 # over devices): measured about 1e-7 relative L2 in float32.
 RTOL = 1e-5
 
 
-def _run_simulated(markers: str):
-  env = {**os.environ, 'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
-                                     f' --xla_force_host_platform_device_count={NUM_DEVICES}')}
-  result = subprocess.run(
-      [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-m', markers, __file__],
-      env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert result.returncode == 0 and ' passed' in result.stdout, (
-      result.stdout[-5000:] + result.stderr[-3000:])
-
-
-@pytest.mark.skipif(jax.device_count() >= NUM_DEVICES, reason='runs directly')
-def test_on_simulated_devices():
-  _run_simulated('not slow')
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(jax.device_count() >= NUM_DEVICES, reason='runs directly')
-def test_slow_on_simulated_devices():
-  _run_simulated('slow')
+@pytest.mark.parametrize(
+  'markers',
+  [pytest.param('not slow', id='default'), pytest.param('slow', id='slow', marks=pytest.mark.slow)],
+)
+def test_on_simulated_devices(markers):
+  run_on_simulated_devices(__file__, markers)
 
 
 def _train(step, state, num_steps, *data):
@@ -67,7 +58,7 @@ def _train(step, state, num_steps, *data):
 
 @functools.cache
 def _sampled_problem():
-  loss_fn, params, _ = _regression()
+  loss_fn, params, _ = sinusoid_problem()
   counted, traces = counting(loss_fn)
   learner = jaxmaml.maml(counted, inner_lr=0.05, num_steps=2)
   sample = functools.partial(sinusoid.sample_tasks, num_tasks=16, num_support=5, num_query=5)
@@ -77,11 +68,14 @@ def _sampled_problem():
 @functools.cache
 def _one_device_reference():
   learner, optimizer, params, sample, _ = _sampled_problem()
-  return _train(jaxmaml.make_meta_step(learner, optimizer, sampler=sample),
-                jaxmaml.init_train_state(params, optimizer), 3)
+  return _train(
+    jaxmaml.make_meta_step(learner, optimizer, sampler=sample),
+    jaxmaml.init_train_state(params, optimizer),
+    3,
+  )
 
 
-@needs_devices
+@pytest.mark.devices(NUM_DEVICES)
 @pytest.mark.parametrize('num_devices', [1, 2, 4, 8])
 def test_sampled_meta_steps_match_one_device(num_devices):
   """Tasks drawn inside the step: same tasks, losses and parameters as on one
@@ -104,47 +98,65 @@ def test_sampled_meta_steps_match_one_device(num_devices):
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(state))
 
 
-@needs_devices
-@pytest.mark.parametrize('name, task_map', [
-    ('maml', 'vmap'), ('maml', 'map'), ('imaml', 'vmap'),
-    *(pytest.param(name, 'vmap', marks=pytest.mark.slow)
-      for name in sorted(LEARNERS) if name not in ('maml', 'imaml')),
-    pytest.param('maml', 'loop', marks=pytest.mark.slow)])
+@pytest.mark.devices(NUM_DEVICES)
+@pytest.mark.parametrize(
+  'name, task_map',
+  [
+    ('maml', 'vmap'),
+    ('maml', 'map'),
+    ('imaml', 'vmap'),
+    *(
+      pytest.param(name, 'vmap', marks=pytest.mark.slow)
+      for name in sorted(LEARNERS)
+      if name not in ('maml', 'imaml')
+    ),
+    pytest.param('maml', 'loop', marks=pytest.mark.slow),
+  ],
+)
 def test_every_algorithm_meta_gradient_on_four_devices(name, task_map):
-  fn, params, sample = _classification() if name == 'protonets' else _regression()
+  fn, params, sample = learner_problem(name)
   learner = LEARNERS[name](fn)
   params = learner.init(params)
   tasks = sample(jax.random.key(3))
   kwargs = {'task_map': task_map, 'batch_size': 1 if task_map == 'map' else None}
-  expected, expected_metrics = jax.jit(
-      functools.partial(jaxmaml.meta_gradient, learner, **kwargs))(params, tasks)
+  expected, expected_metrics = jax.jit(functools.partial(jaxmaml.meta_gradient, learner, **kwargs))(
+    params, tasks
+  )
   mesh = jaxmaml.task_mesh(4)
   grads, metrics = jax.jit(functools.partial(jaxmaml.meta_gradient, learner, mesh=mesh, **kwargs))(
-      params, jaxmaml.shard_tasks(tasks, mesh))
+    params, jaxmaml.shard_tasks(tasks, mesh)
+  )
   # iMAML's conjugate gradient amplifies reassociation (measured 2e-5).
   rtol = 1e-4 if name == 'imaml' else RTOL
   assert rel_l2(grads, expected) < rtol
   assert rel_l2(metrics['loss'], expected_metrics['loss']) < rtol
 
 
-@needs_devices
+@pytest.mark.slow  # 72 s on 2 shared CPU cores (load ~8).
+@pytest.mark.devices(NUM_DEVICES)
 def test_omniglot_conv_net_on_eight_devices():
   """The Omniglot Conv4 (matmul convolutions, batch-statistics BatchNorm),
   episodes drawn on the devices, tasks mapped two at a time."""
   model = jaxmaml.Conv4(5, features=8)
   params = model.init(jax.random.key(0), jnp.zeros([1, 28, 28, 1]))['params']
-  learner = jaxmaml.maml(jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model)), inner_lr=0.4,
-                         num_steps=1, has_aux=True)
+  learner = jaxmaml.maml(
+    jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model)), inner_lr=0.4, num_steps=1, has_aux=True
+  )
   images = jax.random.randint(jax.random.key(1), (30, 20, 28, 28), 0, 256).astype(jnp.uint8)
-  sample = functools.partial(episodes.sample_episodes, num_tasks=8, num_ways=5, num_shots=1,
-                             num_queries=1, rotate=False)
+  sample = functools.partial(
+    episodes.sample_episodes, num_tasks=8, num_ways=5, num_shots=1, num_queries=1, rotate=False
+  )
   optimizer = optax.sgd(0.1)
-  reference, _ = _train(jaxmaml.make_meta_step(learner, optimizer, sampler=sample,
-                                               task_map='map', batch_size=2),
-                        jaxmaml.init_train_state(params, optimizer), 1, images)
+  reference, _ = _train(
+    jaxmaml.make_meta_step(learner, optimizer, sampler=sample, task_map='map', batch_size=2),
+    jaxmaml.init_train_state(params, optimizer),
+    1,
+    images,
+  )
   mesh = jaxmaml.task_mesh(8)
-  step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample, task_map='map',
-                                batch_size=2, mesh=mesh)
+  step = jaxmaml.make_meta_step(
+    learner, optimizer, sampler=sample, task_map='map', batch_size=2, mesh=mesh
+  )
   state = jaxmaml.replicate(jaxmaml.init_train_state(params, optimizer), mesh)
   images = jaxmaml.replicate(images, mesh)
   key = jax.random.fold_in(jax.random.key(7), 0)
@@ -156,19 +168,27 @@ def test_omniglot_conv_net_on_eight_devices():
   assert gathered == {10}, shapes
   state, _ = compiled(state, key, images)
   # BatchNorm on 5-image batches amplifies reassociation (see README).
-  assert rel_l2(jax.tree_util.tree_map(lambda a, b: a - b, state.params, params),
-                jax.tree_util.tree_map(lambda a, b: a - b, reference.params, params)) < 1e-3
+  assert (
+    rel_l2(
+      jax.tree_util.tree_map(lambda a, b: a - b, state.params, params),
+      jax.tree_util.tree_map(lambda a, b: a - b, reference.params, params),
+    )
+    < 1e-3
+  )
 
 
-@needs_devices
+@pytest.mark.devices(NUM_DEVICES)
 def test_indivisible_meta_batch_is_an_error_before_compute():
-  loss_fn, params, sample = _regression()  # 8 tasks per meta-batch.
+  loss_fn, params, sample = sinusoid_problem()  # 8 tasks per meta-batch.
   learner = jaxmaml.maml(loss_fn, inner_lr=0.05, num_steps=1)
   mesh = jaxmaml.task_mesh(NUM_DEVICES)
   state = jaxmaml.init_train_state(params, optax.sgd(0.1))
   tasks = jax.tree_util.tree_map(lambda x: x[:6], sample(jax.random.key(0)))
-  with pytest.raises(ValueError, match=r'num_tasks \(6 tasks\) must be divisible by the number '
-                     r'of devices \(8\)'):
+  with pytest.raises(
+    ValueError,
+    match=r'num_tasks \(6 tasks\) must be divisible by the number '
+    r'of devices \(8\)',
+  ):
     jaxmaml.make_meta_step(learner, optax.sgd(0.1), mesh=mesh)(state, tasks)
   with pytest.raises(ValueError, match='must be divisible'):
     jaxmaml.shard_tasks(tasks, mesh)
@@ -196,7 +216,7 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2,
                            process_id=int(sys.argv[1]))
 import numpy as np, optax, jaxmaml
-from tests.test_sharding import two_host_problem
+from tests.utils import two_host_problem
 learner, optimizer, params, sample = two_host_problem()
 mesh = jaxmaml.task_mesh()  # Both hosts' devices.
 step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample, mesh=mesh)
@@ -204,16 +224,10 @@ state = jaxmaml.replicate(jaxmaml.init_train_state(params, optimizer), mesh)
 for i in range(3):
   state, metrics = step(state, jax.random.fold_in(jax.random.key(7), i))
 local = [(s.index[0].start or 0, s.data.shape[0]) for s in metrics['loss'].addressable_shards]
-flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))])
+leaves = jax.tree_util.tree_leaves(jax.device_get(state.params))
+flat = np.concatenate([np.ravel(x) for x in leaves])
 print('RESULT' + json.dumps([jax.device_count(), local, flat.tolist()]))
 """
-
-
-def two_host_problem():
-  loss_fn, params, _ = _regression()
-  learner = jaxmaml.maml(loss_fn, inner_lr=0.01, num_steps=2)
-  sample = functools.partial(sinusoid.sample_tasks, num_tasks=8, num_support=5, num_query=5)
-  return learner, optax.sgd(0.01), params, sample
 
 
 @pytest.mark.slow  # ~20 s: two processes with jax.distributed.
@@ -225,9 +239,16 @@ def test_two_hosts_split_the_meta_batch():
     s.bind(('localhost', 0))
     address = f'localhost:{s.getsockname()[1]}'
   root = os.path.dirname(os.path.dirname(__file__))
-  hosts = [subprocess.Popen([sys.executable, '-c', _HOST, str(i), address], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  hosts = [
+    subprocess.Popen(
+      [sys.executable, '-c', _HOST, str(i), address],
+      cwd=root,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = [host.communicate(timeout=300) for host in hosts]
   learner, optimizer, params, sample = two_host_problem()
   step = jaxmaml.make_meta_step(learner, optimizer, sampler=sample)
@@ -243,24 +264,3 @@ def test_two_hosts_split_the_meta_batch():
     shards += map(tuple, local)
     assert np.linalg.norm(np.asarray(got) - expected) < RTOL * np.linalg.norm(expected)
   assert sorted(shards) == [(0, 2), (2, 2), (4, 2), (6, 2)]  # Every task once.
-
-
-@needs_devices
-def test_fewshot_experiment_indivisible_meta_batch_is_an_error_before_loading(tmp_path):
-  from experiments.fewshot import config as config_lib, train
-  config = config_lib.Config(meta_batch_size=12, num_devices=8)
-  with pytest.raises(ValueError, match=r'meta_batch_size \(12 tasks\) must be divisible by '
-                     r'the number of devices \(8\)'):
-    train.train_and_evaluate(config, str(tmp_path), str(tmp_path / 'no_data_here'))
-
-
-@pytest.mark.slow
-@needs_devices
-def test_fewshot_experiment_on_four_devices(tmp_path):
-  """The same training command on 4 devices: trains, validates, checkpoints,
-  resumes and tests with the meta-batch split."""
-  from tests.test_fewshot_experiment import _synthetic_miniimagenet
-  report = _synthetic_miniimagenet(tmp_path, num_devices=4)  # Meta-batch 4.
-  assert report['results']['num_devices'] == 4 and report['results']['iterations'] == 4
-  again = _synthetic_miniimagenet(tmp_path, num_devices=4)
-  assert again['results']['test'] == pytest.approx(report['results']['test'])

@@ -6,15 +6,29 @@ import os
 
 import pytest
 
+from experiments import cli
 from experiments.sinusoid import config as config_lib
-from experiments.sinusoid import main, train
+from experiments.sinusoid import main
+from experiments.sinusoid import train
 
-TINY = dict(shots=(10,), num_iterations=2000, num_val_tasks=50, num_test_tasks=200,
-            num_test_query=50, eval_inner_steps=3, log_every=100, checkpoint_every=1000)
+TINY = dict(
+  shots=(10,),
+  num_iterations=2000,
+  num_val_tasks=50,
+  num_test_tasks=200,
+  num_test_query=50,
+  eval_inner_steps=3,
+  log_every=100,
+  checkpoint_every=1000,
+)
+
+
+def _config(**overrides):
+  return cli.override(config_lib.Config(), **overrides)
 
 
 def test_maml_beats_pretrained_after_one_step(tmp_path):
-  config = config_lib.Config(**TINY)
+  config = _config(**TINY)
   report = train.train_and_evaluate(config, str(tmp_path))
   res = report['results']['K=10']
   maml, pre = res['maml'], res['pretrained']
@@ -25,8 +39,13 @@ def test_maml_beats_pretrained_after_one_step(tmp_path):
   # Adapting helps MAML: one step is far below zero steps.
   assert maml['mse_mean'][1] < 0.7 * maml['mse_mean'][0]
   assert pre['fine_tune_lr'] in config.pretrained_lr_grid
-  for name in ('results.json', 'mse_vs_steps.png', 'predictions.png',
-               'maml_k10.ckpt', 'pretrained_k10.ckpt'):
+  for name in (
+    'results.json',
+    'mse_vs_steps.png',
+    'predictions.png',
+    'maml_k10.ckpt',
+    'pretrained_k10.ckpt',
+  ):
     assert os.path.getsize(tmp_path / name) > 0
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['results']['K=10']['maml']['iterations'] == 2000
@@ -34,32 +53,38 @@ def test_maml_beats_pretrained_after_one_step(tmp_path):
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
   """Training 300 then resuming to 600 gives the same model as 600 at once."""
-  small = dict(TINY, num_iterations=300, num_test_tasks=20, num_val_tasks=10,
-               checkpoint_every=100)
-  train.train_and_evaluate(config_lib.Config(**small), str(tmp_path / 'a'), plots=False)
+  small = dict(TINY, num_iterations=300, num_test_tasks=20, num_val_tasks=10, checkpoint_every=100)
+  train.train_and_evaluate(_config(**small), str(tmp_path / 'a'), plots=False)
   resumed = train.train_and_evaluate(
-      config_lib.Config(**dict(small, num_iterations=600)), str(tmp_path / 'a'), plots=False)
+    _config(**dict(small, num_iterations=600)), str(tmp_path / 'a'), plots=False
+  )
   fresh = train.train_and_evaluate(
-      config_lib.Config(**dict(small, num_iterations=600)), str(tmp_path / 'b'), plots=False)
+    _config(**dict(small, num_iterations=600)), str(tmp_path / 'b'), plots=False
+  )
   for method in ('maml', 'pretrained'):
     a = resumed['results']['K=10'][method]['mse_mean']
     b = fresh['results']['K=10'][method]['mse_mean']
     assert a == pytest.approx(b, rel=1e-5)
   with pytest.raises(ValueError, match='different training config'):
     train.train_and_evaluate(
-        config_lib.Config(**dict(small, inner_lr=0.02)), str(tmp_path / 'a'), plots=False)
+      _config(**dict(small, inner_lr=0.02)), str(tmp_path / 'a'), plots=False
+    )
 
 
 def test_command_line_flags():
-  config, args = main.parse_args(['--shots', '5', '--num_iterations', '12', '--first_order',
-                                  '--workdir', '/tmp/x'])
-  assert config.shots == (5,) and config.num_iterations == 12 and config.first_order
+  config, args = main.parse_args(
+    ['--shots', '5', '--num_iterations', '12', '--first_order', '--workdir', '/tmp/x']
+  )
+  assert config.shots == (5,) and config.num_iterations == 12 and config.algo.first_order
   assert args.workdir == '/tmp/x'
   assert main.parse_args(['--full'])[0].num_iterations == config_lib.PAPER_ITERATIONS
   with pytest.raises(SystemExit):
     main.parse_args(['--num_iterations', '0'])
   with pytest.raises(SystemExit):
     main.parse_args(['--no_such_flag'])
+  # The flags of a config, nested algorithm fields included, parse back to it.
+  config = _config(shots=(3, 7), hidden=(20,), algorithm='meta_sgd', first_order=True)
+  assert main.parse_args(cli.to_flags(config, config_lib.Config()))[0] == config
 
 
 @pytest.mark.slow
@@ -74,14 +99,15 @@ def test_default_run_reaches_literature_maml_numbers(tmp_path):
 
 def test_divergence_stops_with_a_clear_error(tmp_path):
   """A diverging run stops at the first logged non-finite loss, not later with NaN results."""
-  config = config_lib.Config(**dict(TINY, num_iterations=500, outer_lr=1e30, log_every=10,
-                                    checkpoint_every=100))
+  config = _config(
+    **dict(TINY, num_iterations=500, outer_lr=1e30, log_every=10, checkpoint_every=100)
+  )
   with pytest.raises(FloatingPointError, match='meta-training diverged'):
     train.train_and_evaluate(config, str(tmp_path), plots=False)
 
 
 def test_bfloat16_short_run_stays_finite_and_learns(tmp_path):
-  config = config_lib.Config(**dict(TINY, num_iterations=500, precision='bfloat16'))
+  config = _config(**dict(TINY, num_iterations=500, precision='bfloat16'))
   report = train.train_and_evaluate(config, str(tmp_path), plots=False)
   maml = report['results']['K=10']['maml']
   assert all(map(math.isfinite, maml['mse_mean'])) and maml['num_diverged'] == [0] * 4

@@ -7,15 +7,16 @@ returns its meta-gradient in the Flax layout, so that they can be compared to
 each other in float64. ``python -m benchmarks.peers`` runs the shape table.
 """
 
+from collections.abc import Callable
 import importlib
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 IMPLEMENTATIONS = {
-    'jaxmaml': 'jaxmaml_peer',
-    'learn2learn': 'learn2learn_peer',  # l2l.algorithms.MAML around the torch Conv4.
-    'torch_autograd_loop': 'torch_autograd',  # learn2learn's algorithm, written directly.
-    'torch_func_vmap': 'torch_func',  # torch.func.grad of torch.func.grad, vmapped.
-    'torch_func_loop': 'torch_func',  # The same per-task function in a Python loop.
+  'jaxmaml': 'jaxmaml_peer',
+  'learn2learn': 'learn2learn_peer',  # l2l.algorithms.MAML around the torch Conv4.
+  'torch_autograd_loop': 'torch_autograd',  # learn2learn's algorithm, written directly.
+  'torch_func_vmap': 'torch_func',  # torch.func.grad of torch.func.grad, vmapped.
+  'torch_func_loop': 'torch_func',  # The same per-task function in a Python loop.
 }
 PEERS = tuple(name for name in IMPLEMENTATIONS if name != 'jaxmaml')
 

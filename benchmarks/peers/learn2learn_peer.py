@@ -65,5 +65,9 @@ def make(problem, params, tasks, dtype, bn_impl: str = 'native') -> peers.Peer:
 
     return run
 
-  return peers.Peer(step, lambda out: (float(out[0]), torch_net.flax_grads(out[1], params)),
-                    evaluator, {'bn_impl': bn_impl})
+  return peers.Peer(
+    step,
+    lambda out: (float(out[0]), torch_net.flax_grads(out[1], params)),
+    evaluator,
+    {'bn_impl': bn_impl},
+  )

@@ -10,8 +10,9 @@ from benchmarks.peers import torch_net
 unavailable = torch_net.unavailable
 
 
-def make(problem, params, tasks, dtype, vmap: bool = True,
-         bn_impl: str = 'native', device: str = 'cpu') -> peers.Peer:
+def make(
+  problem, params, tasks, dtype, vmap: bool = True, bn_impl: str = 'native', device: str = 'cpu'
+) -> peers.Peer:
   torch, F = torch_net.torch, torch_net.F
   dtype = torch_net.torch_dtype(dtype)
   module = torch_net.make_module(problem, params, dtype, bn_impl, device)
@@ -52,6 +53,7 @@ def make(problem, params, tasks, dtype, vmap: bool = True,
       mapped_accuracy = torch.func.vmap(task_accuracy, in_dims=(None, 0))
       return lambda: mapped_accuracy(weights, eval_batch).detach().cpu().numpy()
   else:
+
     def step():
       total, losses = None, []
       for i in range(num_tasks):
@@ -62,9 +64,17 @@ def make(problem, params, tasks, dtype, vmap: bool = True,
 
     def evaluator(eval_tasks):
       eval_batch = torch_net.torch_tasks(eval_tasks, dtype, device)
-      return lambda: torch.stack([
-          task_accuracy(weights, tuple(t[i] for t in eval_batch))
-          for i in range(eval_batch[0].shape[0])]).detach().cpu().numpy()
+      return lambda: (
+        torch.stack(
+          [
+            task_accuracy(weights, tuple(t[i] for t in eval_batch))
+            for i in range(eval_batch[0].shape[0])
+          ]
+        )
+        .detach()
+        .cpu()
+        .numpy()
+      )
 
   result = lambda out: (float(out[0]), torch_net.flax_grads(out[1], params))
   options = {'vmap': vmap, 'bn_impl': bn_impl, 'device': device}

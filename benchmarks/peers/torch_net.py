@@ -20,6 +20,7 @@ from benchmarks import problems
 try:
   import torch
   import torch.nn.functional as F
+
   Module = torch.nn.Module
 except ImportError:  # The modules that import this check unavailable() first.
   torch = F = None
@@ -61,8 +62,10 @@ class TorchConvBlock(Module):
       self.scale = torch.nn.Parameter(torch.ones(c_out))
 
   def forward(self, x):
-    (top, bottom), (left, right) = (same_padding(x.shape[-2], self.stride),
-                                    same_padding(x.shape[-1], self.stride))
+    (top, bottom), (left, right) = (
+      same_padding(x.shape[-2], self.stride),
+      same_padding(x.shape[-1], self.stride),
+    )
     x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.kernel, stride=self.stride)
     scale = self.scale if self.bn_scale else None
     if self.bn_impl == 'native':
@@ -95,14 +98,22 @@ class TorchConv4(Module):
     features, channels = problem.num_features, problem.image_shape[-1]
     self.omniglot = problem.dataset == 'omniglot'
     for i in range(4):
-      self.add_module(f'ConvBlock_{i}', TorchConvBlock(
-          channels if i == 0 else features, features, 2 if self.omniglot else 1,
-          problem.bn_scale, bn_impl))
+      self.add_module(
+        f'ConvBlock_{i}',
+        TorchConvBlock(
+          channels if i == 0 else features,
+          features,
+          2 if self.omniglot else 1,
+          problem.bn_scale,
+          bn_impl,
+        ),
+      )
     size = problem.image_shape[0]
     for _ in range(4):
       size = size // 2
-    self.Dense_0 = torch.nn.Linear(features if self.omniglot else features * size * size,
-                                   problem.ways)
+    self.Dense_0 = torch.nn.Linear(
+      features if self.omniglot else features * size * size, problem.ways
+    )
 
   def forward(self, x):
     for i in range(4):
@@ -112,9 +123,13 @@ class TorchConv4(Module):
 
 
 def torch_name(flax_name: str) -> str:
-  """``'ConvBlock_0/kernel'`` -> ``'ConvBlock_0.kernel'``; ``'Dense_0/kernel'`` -> ``'Dense_0.weight'``."""
+  """A Flax parameter name as the torch module's.
+
+  ``'ConvBlock_0/kernel'`` -> ``'ConvBlock_0.kernel'``;
+  ``'Dense_0/kernel'`` -> ``'Dense_0.weight'``.
+  """
   module, leaf = flax_name.split('/')
-  return f"{module}.{'weight' if module.startswith('Dense') and leaf == 'kernel' else leaf}"
+  return f'{module}.{"weight" if module.startswith("Dense") and leaf == "kernel" else leaf}'
 
 
 def to_torch_layout(flax_name: str, value: np.ndarray) -> np.ndarray:
@@ -133,9 +148,12 @@ def to_flax_layout(flax_name: str, value: np.ndarray) -> np.ndarray:
 
 def torch_params(params: problems.FlatParams, dtype, device: str = 'cpu') -> dict:
   """Flax parameters as ``{torch_name: tensor}`` in the torch layouts."""
-  return {torch_name(k): torch.tensor(np.ascontiguousarray(to_torch_layout(k, v)), dtype=dtype,
-                                      device=device)
-          for k, v in params.items()}
+  return {
+    torch_name(k): torch.tensor(
+      np.ascontiguousarray(to_torch_layout(k, v)), dtype=dtype, device=device
+    )
+    for k, v in params.items()
+  }
 
 
 def flax_grads(grads: dict, params: problems.FlatParams) -> problems.FlatParams:
@@ -146,14 +164,20 @@ def flax_grads(grads: dict, params: problems.FlatParams) -> problems.FlatParams:
 def torch_tasks(tasks, dtype, device: str = 'cpu') -> tuple:
   """``(x_s, y_s, x_q, y_q)``: images NHWC -> ``[tasks, n, c, h, w]``, labels int64."""
   (xs, ys), (xq, yq) = tasks
-  image = lambda x: torch.tensor(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3)), dtype=dtype,
-                                 device=device)
+  image = lambda x: torch.tensor(
+    np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3)), dtype=dtype, device=device
+  )
   label = lambda y: torch.tensor(np.asarray(y), dtype=torch.int64, device=device)
   return image(xs), label(ys), image(xq), label(yq)
 
 
-def make_module(problem: problems.Problem, params: problems.FlatParams, dtype,
-                bn_impl: str = 'native', device: str = 'cpu') -> TorchConv4:
+def make_module(
+  problem: problems.Problem,
+  params: problems.FlatParams,
+  dtype,
+  bn_impl: str = 'native',
+  device: str = 'cpu',
+) -> TorchConv4:
   """A ``TorchConv4`` holding ``params``."""
   if bn_impl not in BN_IMPLS:
     raise ValueError(f'bn_impl must be one of {BN_IMPLS}, got {bn_impl!r}.')

@@ -4,15 +4,18 @@ miniImageNet settings."""
 import dataclasses
 import os
 
-import jaxmaml
 from experiments import algorithms
 from experiments import cli
+import jaxmaml
+from jaxmaml import checks
 
 # Where `make`/CI find Omniglot: ../shared/data beside the repository.
 DEFAULT_DATA_DIRS = {
-    'omniglot': os.environ.get('JAXMAML_OMNIGLOT', os.path.join(
-        os.path.dirname(__file__), '..', '..', '..', 'shared', 'data', 'omniglot')),
-    'miniimagenet': os.environ.get('JAXMAML_MINIIMAGENET', 'data/miniimagenet'),
+  'omniglot': os.environ.get(
+    'JAXMAML_OMNIGLOT',
+    os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'data', 'omniglot'),
+  ),
+  'miniimagenet': os.environ.get('JAXMAML_MINIIMAGENET', 'data/miniimagenet'),
 }
 DATASETS = tuple(DEFAULT_DATA_DIRS)
 
@@ -29,32 +32,14 @@ class Config:
     num_queries: query examples per class; None means K (the original code).
     train_shots: support examples per class in meta-training tasks; None
       means ``num_shots`` (Reptile's paper trains 1-shot models on 10 shots).
-    inner_lr: inner-loop step size (paper: 0.4 for 5-way, 0.1 for 20-way).
-    train_inner_steps, eval_inner_steps: inner steps in training and at test.
     meta_batch_size: tasks per meta-step (paper: 32 for 5-way, 16 for 20-way).
-    outer_lr: Adam learning rate.
     num_iterations: meta-training iterations (paper: 60,000).
     time_budget_s: if set, training also stops once this many seconds of
       meta-training (validation excluded) have been spent, e.g. to compare
       variants at equal wall-clock budget.
-    first_order: first-order MAML.
-    algorithm: one of ``experiments.algorithms.ALGORITHMS`` (see there for
-      how each is built): maml, anil, meta_sgd, maml_plus_plus, reptile,
-      imaml, protonets.
-    msl_iterations: MAML++'s multi-step loss lasts this many iterations.
-    imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
-    cg_damping, reg_damping: iMAML's damped CG system (``jaxmaml.imaml``; the
-      iMAML authors' code: 1 and 10); 0 and 0 give the exact implicit gradient.
-    inner_optimizer: Reptile's inner optimizer, 'sgd' or 'adam' (with
-      ``b1=0``, as the Reptile paper), at ``inner_lr``.
-    inner_batch_size: Reptile's inner mini-batch (training only); None uses
-      the whole support at every step.
-    outer_clip_norm: clip each meta-gradient to this global L2 norm before
-      the outer optimizer; None: no clipping (the papers').
-    outer_schedule: the outer learning rate over ``num_iterations``:
-      'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
-    precision: the model's compute dtype, 'float32' or 'bfloat16' (float32
-      parameters, meta-gradients and optimizer state either way).
+    algo: the algorithm and its optimizers
+      (``experiments.algorithms.AlgorithmConfig``; the paper's ``inner_lr``:
+      0.4 for 5-way, 0.1 for 20-way).
     num_devices: split each meta-batch over this many devices (the first
       ones of ``jax.devices()``); None means all of them, on every host after
       ``jax.distributed.initialize()`` (``--distributed``).
@@ -81,25 +66,10 @@ class Config:
   num_shots: int = 1
   num_queries: int | None = None
   train_shots: int | None = None
-  inner_lr: float = 0.4
-  train_inner_steps: int = 1
-  eval_inner_steps: int = 3
   meta_batch_size: int = 32
-  outer_lr: float = 1e-3
   num_iterations: int = 60_000
   time_budget_s: float | None = None
-  first_order: bool = False
-  algorithm: str = 'maml'
-  msl_iterations: int = 0
-  imaml_reg: float = 2.0
-  cg_steps: int = 5
-  cg_damping: float = 0.0
-  reg_damping: float = 0.0
-  inner_optimizer: str = 'sgd'
-  inner_batch_size: int | None = None
-  outer_schedule: str = 'constant'
-  outer_clip_norm: float | None = None
-  precision: str = 'float32'
+  algo: algorithms.AlgorithmConfig = algorithms.AlgorithmConfig()
   num_devices: int | None = None
   rotate: bool = True
   conv: str = 'matmul'
@@ -117,25 +87,30 @@ class Config:
   checkpoint_every: int = 500
 
   def __post_init__(self):
-    cli.check_positive_ints(self, (
-        'num_ways', 'num_shots', 'train_inner_steps', 'eval_inner_steps', 'meta_batch_size',
-        'num_iterations', 'image_size', 'num_val_tasks', 'num_test_tasks', 'eval_batch_size',
-        'eval_every', 'log_every', 'checkpoint_every'))
-    for name in ('num_devices', 'train_shots'):
-      if getattr(self, name) is not None:
-        cli.check_positive_ints(self, (name,))
-    if self.num_queries is not None and self.num_queries < 1:
-      raise ValueError(f'num_queries must be a positive int or None, got {self.num_queries}.')
-    if self.dataset not in DATASETS:
-      raise ValueError(f'dataset must be one of {DATASETS}, got {self.dataset!r}.')
-    if self.task_map not in ('auto',) + jaxmaml.tasks.TASK_MAPS:
-      raise ValueError(f"task_map must be 'auto' or one of {jaxmaml.tasks.TASK_MAPS}, "
-                       f'got {self.task_map!r}.')
-    if self.time_budget_s is not None and not self.time_budget_s > 0:
-      raise ValueError(f'time_budget_s must be positive or None, got {self.time_budget_s}.')
+    cli.check_positive_ints(
+      self,
+      (
+        'num_ways',
+        'num_shots',
+        'meta_batch_size',
+        'num_iterations',
+        'image_size',
+        'num_val_tasks',
+        'num_test_tasks',
+        'eval_batch_size',
+        'eval_every',
+        'log_every',
+        'checkpoint_every',
+      ),
+    )
+    for name in ('num_devices', 'train_shots', 'num_queries'):
+      checks.optional_positive_int(getattr(self, name), name)
+    cli.check_choice(self.dataset, 'dataset', DATASETS)
+    cli.check_choice(self.task_map, 'task_map', ('auto',) + jaxmaml.tasks.TASK_MAPS)
+    if self.time_budget_s is not None:
+      checks.real_number(self.time_budget_s, 'time_budget_s', positive=True)
     if self.num_test_tasks < 2 or self.num_val_tasks < 2:
       raise ValueError('num_val_tasks and num_test_tasks must be >= 2.')
-    algorithms.check_fields(self)
 
   @property
   def queries(self) -> int:
@@ -146,21 +121,28 @@ class Config:
     return self.num_shots if self.train_shots is None else self.train_shots
 
 
-_MINIIMAGENET = dict(dataset='miniimagenet', image_size=84, rotate=False, num_queries=15,
-                     inner_lr=0.01, train_inner_steps=5, eval_inner_steps=10)
+_MINIIMAGENET = dict(
+  dataset='miniimagenet',
+  image_size=84,
+  rotate=False,
+  num_queries=15,
+  algo=algorithms.AlgorithmConfig(inner_lr=0.01, train_inner_steps=5, eval_inner_steps=10),
+)
+_20WAY = algorithms.AlgorithmConfig(inner_lr=0.1, train_inner_steps=5, eval_inner_steps=5)
 CONFIGS = {
-    'omniglot_5way1shot': Config(),
-    'omniglot_5way5shot': Config(num_shots=5),
-    'omniglot_20way1shot': Config(num_ways=20, inner_lr=0.1, train_inner_steps=5,
-                                  eval_inner_steps=5, meta_batch_size=16),
-    'omniglot_20way5shot': Config(num_ways=20, num_shots=5, inner_lr=0.1, train_inner_steps=5,
-                                  eval_inner_steps=5, meta_batch_size=16),
-    'miniimagenet_5way1shot': Config(**_MINIIMAGENET, meta_batch_size=4),
-    'miniimagenet_5way5shot': Config(**_MINIIMAGENET, num_shots=5, meta_batch_size=2),
+  'omniglot_5way1shot': Config(),
+  'omniglot_5way5shot': Config(num_shots=5),
+  'omniglot_20way1shot': Config(num_ways=20, meta_batch_size=16, algo=_20WAY),
+  'omniglot_20way5shot': Config(num_ways=20, num_shots=5, meta_batch_size=16, algo=_20WAY),
+  'miniimagenet_5way1shot': Config(**_MINIIMAGENET, meta_batch_size=4),
+  'miniimagenet_5way5shot': Config(**_MINIIMAGENET, num_shots=5, meta_batch_size=2),
 }
 
 PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
-    'omniglot_5way1shot': (98.7, 0.4), 'omniglot_5way5shot': (99.9, 0.1),
-    'omniglot_20way1shot': (95.8, 0.3), 'omniglot_20way5shot': (98.9, 0.2),
-    'miniimagenet_5way1shot': (48.70, 1.84), 'miniimagenet_5way5shot': (63.11, 0.92),
+  'omniglot_5way1shot': (98.7, 0.4),
+  'omniglot_5way5shot': (99.9, 0.1),
+  'omniglot_20way1shot': (95.8, 0.3),
+  'omniglot_20way5shot': (98.9, 0.2),
+  'miniimagenet_5way1shot': (48.70, 1.84),
+  'miniimagenet_5way5shot': (63.11, 0.92),
 }

@@ -17,20 +17,30 @@ from experiments.fewshot import train
 
 def parse_args(argv: list[str]):
   parser = argparse.ArgumentParser(
-      description='MAML few-shot classification on Omniglot or miniImageNet (Finn et al. 2017).',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--config', default='omniglot_5way1shot',
-                      choices=sorted(config_lib.CONFIGS))
-  parser.add_argument('--workdir', default=None,
-                      help='checkpoints, logs and results (default runs/<config>)')
-  parser.add_argument('--data_dir', default=None,
-                      help='Omniglot: the zips or their folders, or a TFDS data_dir '
-                      f"(default {config_lib.DEFAULT_DATA_DIRS['omniglot']}); miniImageNet: "
-                      "images/ and the CSVs (default $JAXMAML_MINIIMAGENET or data/miniimagenet)")
-  parser.add_argument('--cache_dir', default=None,
-                      help='preprocessed-array cache (default $JAXMAML_CACHE or ~/.cache/jaxmaml)')
-  parser.add_argument('--test_only', action='store_true',
-                      help='train nothing: test the best checkpoint in --workdir as it is')
+    description='MAML few-shot classification on Omniglot or miniImageNet (Finn et al. 2017).',
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
+  parser.add_argument('--config', default='omniglot_5way1shot', choices=sorted(config_lib.CONFIGS))
+  parser.add_argument(
+    '--workdir', default=None, help='checkpoints, logs and results (default runs/<config>)'
+  )
+  parser.add_argument(
+    '--data_dir',
+    default=None,
+    help='Omniglot: the zips or their folders, or a TFDS data_dir '
+    f'(default {config_lib.DEFAULT_DATA_DIRS["omniglot"]}); miniImageNet: '
+    'images/ and the CSVs (default $JAXMAML_MINIIMAGENET or data/miniimagenet)',
+  )
+  parser.add_argument(
+    '--cache_dir',
+    default=None,
+    help='preprocessed-array cache (default $JAXMAML_CACHE or ~/.cache/jaxmaml)',
+  )
+  parser.add_argument(
+    '--test_only',
+    action='store_true',
+    help='train nothing: test the best checkpoint in --workdir as it is',
+  )
   cli.add_runtime_flags(parser, distributed=True)
   known, _ = parser.parse_known_args(argv)
   cli.add_config_flags(parser, config_lib.Config, config_lib.CONFIGS[known.config])
@@ -45,17 +55,22 @@ def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
   cli.apply_runtime_flags(args)
   print(f'{args.config}: {config}\nwriting to {args.workdir}')
-  report = train.train_and_evaluate(config, args.workdir, args.data_dir, args.cache_dir,
-                                    test_only=args.test_only)
+  report = train.train_and_evaluate(
+    config, args.workdir, args.data_dir, args.cache_dir, test_only=args.test_only
+  )
   r = report['results']
   paper, paper_ci = config_lib.PAPER_ACCURACY.get(args.config, (float('nan'), float('nan')))
-  print(f"\ntest accuracy ({r['test']['num_tasks']} tasks): {r['test']['accuracy']:.2f} "
-        f"± {r['test']['ci95']:.2f} %  (paper: {paper} ± {paper_ci} %), "
-        f"{r['iterations']} iterations, {r['train_time_s'] / 3600:.2f} h, best validation "
-        f"{r['best_val_accuracy']:.2f} % at step {r['best_step']}")
+  print(
+    f'\ntest accuracy ({r["test"]["num_tasks"]} tasks): {r["test"]["accuracy"]:.2f} '
+    f'± {r["test"]["ci95"]:.2f} %  (paper: {paper} ± {paper_ci} %), '
+    f'{r["iterations"]} iterations, {r["train_time_s"] / 3600:.2f} h, best validation '
+    f'{r["best_val_accuracy"]:.2f} % at step {r["best_step"]}'
+  )
   if 'lake_runs' in r:
-    print(f"Lake et al.'s 20 one-shot runs: {r['lake_runs']['accuracy']:.2f} "
-          f"± {r['lake_runs']['ci95']:.2f} %")
+    print(
+      f"Lake et al.'s 20 one-shot runs: {r['lake_runs']['accuracy']:.2f} "
+      f'± {r["lake_runs"]["ci95"]:.2f} %'
+    )
 
 
 if __name__ == '__main__':

@@ -12,73 +12,86 @@ them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
 ``state.ckpt`` (latest) and ``best.ckpt`` to ``workdir``.
 """
 
-import dataclasses
 import functools
 import json
 import os
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
-import jaxmaml
-from jaxmaml.checkpoint import restore_checkpoint, save_checkpoint
-from jaxmaml.data import episodes, miniimagenet, omniglot
 from experiments import algorithms
 from experiments import cli
+from experiments import loop
 from experiments.fewshot.config import Config
+import jaxmaml
+from jaxmaml.data import episodes
+from jaxmaml.data import miniimagenet
+from jaxmaml.data import omniglot
 
 # Fields that change what training computes: a checkpoint resumes only with
 # the same values (num_iterations may grow; the task stream is keyed by step).
 # A checkpoint of the other dataset fails to restore on its parameter shapes.
-TRAINING_FIELDS = ('num_ways', 'num_shots', 'num_queries', 'train_shots', 'inner_lr',
-                   'train_inner_steps', 'meta_batch_size', 'outer_lr', 'first_order', 'rotate',
-                   'bn_scale', 'image_size', 'seed', 'split_seed') + algorithms.FIELDS
+TRAINING_FIELDS = (
+  'num_ways',
+  'num_shots',
+  'num_queries',
+  'train_shots',
+  'meta_batch_size',
+  'rotate',
+  'bn_scale',
+  'image_size',
+  'seed',
+  'split_seed',
+) + algorithms.TRAINING_FIELDS
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
-ADDED_FIELDS = ('train_shots',) + algorithms.FIELDS
+ADDED_FIELDS = ('train_shots',) + algorithms.ADDED_FIELDS
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
   """``{'train'|'val'|'test': uint8 [classes, examples, size, size(, 3)]}``, requests checked."""
   if config.dataset == 'omniglot':
     data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
-    splits = {name: data.images[idx]
-              for name, idx in omniglot.split_characters(seed=config.split_seed).items()}
+    splits = {
+      name: data.images[idx]
+      for name, idx in omniglot.split_characters(seed=config.split_seed).items()
+    }
   else:
-    splits = {name: miniimagenet.load_miniimagenet(
-                  data_dir, name, image_size=config.image_size, cache_dir=cache_dir).images
-              for name in miniimagenet.SPLITS}
+    splits = {
+      name: miniimagenet.load_miniimagenet(
+        data_dir, name, image_size=config.image_size, cache_dir=cache_dir
+      ).images
+      for name in miniimagenet.SPLITS
+    }
   for name, images in splits.items():
     try:
       episodes.check_episode_request(
-          images.shape, config.num_ways,
-          config.training_shots if name == 'train' else config.num_shots, config.queries)
+        images.shape,
+        config.num_ways,
+        config.training_shots if name == 'train' else config.num_shots,
+        config.queries,
+      )
     except ValueError as e:
       raise ValueError(f'The {name} split cannot serve this config: {e}') from None
   return splits
 
 
-def make_learners(config: Config):
-  """(model, training learner, evaluation learner); ProtoNets' model has no head.
-
-  The training learner computes in ``config.precision``; evaluation is float32.
-  """
+def model_and_learners(config: Config) -> tuple[nn.Module, algorithms.Learners]:
+  """The model (ProtoNets': without its head, the embedding) and its learners."""
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
-  protonets = config.algorithm == 'protonets'
-  model = make(None if protonets else config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
-
-  def build(apply):
-    return algorithms.make_learners(
-        config, jaxmaml.cross_entropy_loss(apply), has_aux=True,
-        per_step_bn=jaxmaml.batch_norm_params, embed_fn=apply if protonets else None,
-        num_ways=config.num_ways)
-
-  learner, _ = build(jaxmaml.mixed_precision(jaxmaml.apply_fn(model), config.precision))
-  _, eval_learner = build(jaxmaml.apply_fn(model))
-  return model, learner, eval_learner
+  headless = config.algo.algorithm == 'protonets'
+  model = make(None if headless else config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
+  return model, algorithms.make_learners(
+    config.algo,
+    jaxmaml.apply_fn(model),
+    jaxmaml.cross_entropy_loss,
+    has_aux=True,
+    per_step_bn=jaxmaml.batch_norm_params,
+    num_ways=config.num_ways,
+  )
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh | None:
@@ -95,16 +108,26 @@ def _task_mapping(config: Config, num_tasks: int, num_shots: int, channels: int)
   """``task_map``/``batch_size`` for meta-batches of ``num_tasks`` tasks (per device)."""
   if config.task_map == 'auto':
     image = (config.image_size, config.image_size, channels)
-    batch = lambda n: (jax.ShapeDtypeStruct((num_tasks, n, *image), jnp.float32),
-                       jax.ShapeDtypeStruct((num_tasks, n), jnp.int32))
-    return jaxmaml.default_task_map(jaxmaml.Task(batch(config.num_ways * num_shots),
-                                                 batch(config.num_ways * config.queries)))
+    batch = lambda n: (
+      jax.ShapeDtypeStruct((num_tasks, n, *image), jnp.float32),
+      jax.ShapeDtypeStruct((num_tasks, n), jnp.int32),
+    )
+    return jaxmaml.default_task_map(
+      jaxmaml.Task(batch(config.num_ways * num_shots), batch(config.num_ways * config.queries))
+    )
   batch_size = config.task_batch_size if config.task_map == 'map' else None
   return {'task_map': config.task_map, 'batch_size': batch_size}
 
 
-_sample = jax.jit(episodes.sample_episodes, static_argnums=2,
-                  static_argnames=('num_ways', 'num_shots', 'num_queries', 'rotate'))
+_sample = jax.jit(
+  episodes.sample_episodes,
+  static_argnums=2,
+  static_argnames=('num_ways', 'num_shots', 'num_queries', 'rotate'),
+)
+
+
+def _channels(images) -> int:
+  return 1 if images.ndim == 4 else images.shape[-1]
 
 
 def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Config):
@@ -112,12 +135,21 @@ def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Co
   accuracies = []
   for start in range(0, num_tasks, config.eval_batch_size):
     size = min(config.eval_batch_size, num_tasks - start)
-    tasks = _sample(jax.random.fold_in(key, start), images, size, num_ways=config.num_ways,
-                    num_shots=config.num_shots, num_queries=config.queries,
-                    rotate=config.rotate)
-    channels = 1 if images.ndim == 4 else images.shape[-1]
-    metrics = jaxmaml.evaluate(eval_learner.task_loss, params, tasks,
-                               **_task_mapping(config, size, config.num_shots, channels))
+    tasks = _sample(
+      jax.random.fold_in(key, start),
+      images,
+      size,
+      num_ways=config.num_ways,
+      num_shots=config.num_shots,
+      num_queries=config.queries,
+      rotate=config.rotate,
+    )
+    metrics = jaxmaml.evaluate(
+      eval_learner.task_loss,
+      params,
+      tasks,
+      **_task_mapping(config, size, config.num_shots, _channels(images)),
+    )
     accuracies.append(np.asarray(metrics['accuracy']))
   return np.concatenate(accuracies)
 
@@ -127,8 +159,10 @@ def evaluate_lake_runs(eval_learner, params, path: str, image_size: int) -> np.n
   runs = omniglot.load_lake_runs(path, image_size=image_size)
   to_x = lambda images: jnp.asarray(images, jnp.float32)[..., None] / 255.0
   support_labels = jnp.tile(jnp.arange(20), (len(runs.labels), 1))
-  tasks = jaxmaml.Task(support=(to_x(runs.train_images), support_labels),
-                       query=(to_x(runs.test_images), jnp.asarray(runs.labels)))
+  tasks = jaxmaml.Task(
+    support=(to_x(runs.train_images), support_labels),
+    query=(to_x(runs.test_images), jnp.asarray(runs.labels)),
+  )
   return np.asarray(jaxmaml.evaluate(eval_learner.task_loss, params, tasks)['accuracy'])
 
 
@@ -137,9 +171,110 @@ def _summary(accuracies) -> dict:
   return {'accuracy': mean, 'ci95': ci, 'num_tasks': int(np.size(accuracies))}
 
 
-def train_and_evaluate(config: Config, workdir: str, data_dir: str,
-                       cache_dir: str | None = None, plots: bool = True,
-                       test_only: bool = False) -> dict:
+def create_train_state(
+  config: Config, model: nn.Module, learner, optimizer, key, channels: int
+) -> jaxmaml.MetaTrainState:
+  """The initial meta-parameters (``learner.init`` of the model's) and optimizer state."""
+  image = jnp.zeros([1, config.image_size, config.image_size, channels])
+  return jaxmaml.init_train_state(learner.init(model.init(key, image)['params']), optimizer)
+
+
+def make_checkpoints(config: Config, workdir: str) -> loop.Checkpoints:
+  """``state.ckpt`` and ``best.ckpt`` in ``workdir``, recording ``TRAINING_FIELDS``."""
+  flat, defaults = cli.flatten(config), cli.flatten(Config())
+  return loop.Checkpoints(
+    path=os.path.join(workdir, 'state.ckpt'),
+    config={k: flat[k] for k in TRAINING_FIELDS},
+    added_defaults={k: defaults[k] for k in ADDED_FIELDS},
+    best_path=os.path.join(workdir, 'best.ckpt'),
+  )
+
+
+def compile_meta_step(config: Config, learner, optimizer, state, images, key, mesh):
+  """``(step, state, seconds)``: the compiled meta-step as ``loop.run`` calls it,
+  drawing its tasks from ``images`` on the device, and ``state`` replicated over
+  ``mesh``."""
+  devices = 1 if mesh is None else mesh.size
+  meta_step = jaxmaml.make_meta_step(
+    learner,
+    optimizer,
+    mesh=mesh,
+    **_task_mapping(
+      config, config.meta_batch_size // devices, config.training_shots, _channels(images)
+    ),
+    sampler=functools.partial(
+      episodes.sample_episodes,
+      num_tasks=config.meta_batch_size,
+      num_ways=config.num_ways,
+      num_shots=config.training_shots,
+      num_queries=config.queries,
+      rotate=config.rotate,
+      shuffle_support=config.algo.inner_batch_size is not None,
+    ),
+  )
+  images = jnp.asarray(images)
+  if mesh is not None:  # Once, so that no step copies them.
+    state, images = jaxmaml.replicate((state, images), mesh)
+  start = time.perf_counter()
+  compiled = meta_step.lower(state, key, images).compile()
+  seconds = time.perf_counter() - start
+  if jax.process_index() == 0:
+    print(
+      f'compiled the meta-step in {seconds:.1f} s ({devices} device(s), {config.algo.precision})'
+    )
+  step = lambda state, it: compiled(state, jax.random.fold_in(key, it), images)
+  return step, state, seconds
+
+
+def meta_train(
+  config: Config,
+  run: loop.Resumed,
+  learners: algorithms.Learners,
+  optimizer,
+  checkpoints: loop.Checkpoints,
+  splits: dict,
+  keys: dict,
+  mesh,
+  workdir: str,
+):
+  """``(run, compile seconds)``: ``run`` meta-trained by ``loop.run``, validated
+  every ``eval_every`` iterations, logged to ``workdir/log.jsonl``."""
+  step, state, compile_time = compile_meta_step(
+    config, learners.training, optimizer, run.state, splits['train'], keys['train'], mesh
+  )
+  val_images = jnp.asarray(splits['val'])
+  validate = lambda params: _summary(
+    evaluate_split(
+      learners.evaluation, params, val_images, keys['val'], config.num_val_tasks, config
+    )
+  )
+  run = loop.run(
+    step,
+    run._replace(state=state),
+    checkpoints,
+    loop.Cadence(
+      config.num_iterations,
+      config.log_every,
+      config.checkpoint_every,
+      config.eval_every,
+      config.time_budget_s,
+    ),
+    metrics=('accuracy', 'loss'),
+    validate=validate,
+    log_path=os.path.join(workdir, 'log.jsonl'),
+    desc=f'{config.algo.algorithm} {config.num_ways}-way {config.num_shots}-shot',
+  )
+  return run, compile_time
+
+
+def train_and_evaluate(
+  config: Config,
+  workdir: str,
+  data_dir: str,
+  cache_dir: str | None = None,
+  plots: bool = True,
+  test_only: bool = False,
+) -> dict:
   """Runs (or resumes) the experiment; returns the report written to results.json.
 
   With ``test_only=True`` nothing is trained: the best-on-validation
@@ -148,138 +283,84 @@ def train_and_evaluate(config: Config, workdir: str, data_dir: str,
   """
   os.makedirs(workdir, exist_ok=True)
   mesh = make_mesh(config)
-  primary = jax.process_index() == 0  # The one process that writes files.
   splits = load_splits(config, data_dir, cache_dir)
-  model, learner, eval_learner = make_learners(config)
-  keys = dict(zip(('init', 'train', 'val', 'test'), jax.random.split(jax.random.key(config.seed), 4)))
-  channels = 1 if splits['train'].ndim == 4 else splits['train'].shape[-1]
-  params = model.init(
-      keys['init'], jnp.zeros([1, config.image_size, config.image_size, channels]))['params']
-  optimizer = algorithms.make_optimizer(config)
-  params = learner.init(params)  # The meta-parameters.
-  state = jaxmaml.init_train_state(params, optimizer)
-  meta = {'config': {k: getattr(config, k) for k in TRAINING_FIELDS}}
-  progress = {'best_val': -1.0, 'best_step': 0, 'wall_time_s': 0.0, 'eval_time_s': 0.0}
-  state_path, best_path = os.path.join(workdir, 'state.ckpt'), os.path.join(workdir, 'best.ckpt')
-  restored = restore_checkpoint(state_path, state)
-  if restored is not None:
-    state, saved = restored
-    saved['config'] = {**{k: getattr(Config(), k) for k in ADDED_FIELDS}, **saved['config']}
-    if saved['config'] != json.loads(json.dumps(meta['config'])):
-      raise ValueError(f'{state_path} was written with a different training config '
-                       f"({saved['config']}); use another --workdir.")
-    progress = {'eval_time_s': 0.0, **saved['progress']}
-  best_params = state.params
-  restored_best = restore_checkpoint(best_path, params)
-  if restored_best is not None:
-    best_params, best = restored_best
-    if best['accuracy'] >= progress['best_val']:  # Saved after the last state.ckpt.
-      progress.update(best_val=best['accuracy'], best_step=best['step'])
-
-  meta_step = jaxmaml.make_meta_step(
-      learner, optimizer, mesh=mesh,
-      **_task_mapping(config, config.meta_batch_size // (1 if mesh is None else mesh.size),
-                      config.training_shots, channels),
-      sampler=functools.partial(
-          episodes.sample_episodes, num_tasks=config.meta_batch_size,
-          num_ways=config.num_ways, num_shots=config.training_shots,
-          num_queries=config.queries, rotate=config.rotate,
-          shuffle_support=config.inner_batch_size is not None))
-  train_images = jnp.asarray(splits['train'])
-  val_images = jnp.asarray(splits['val'])
-  if mesh is not None:  # Once, so that no step copies them.
-    state, train_images = jaxmaml.replicate((state, train_images), mesh)
+  keys = dict(
+    zip(('init', 'train', 'val', 'test'), jax.random.split(jax.random.key(config.seed), 4))
+  )
+  model, learners = model_and_learners(config)
+  optimizer = algorithms.make_optimizer(config.algo, config.num_iterations)
+  checkpoints = make_checkpoints(config, workdir)
+  run = loop.resume(
+    checkpoints,
+    create_train_state(
+      config, model, learners.training, optimizer, keys['init'], _channels(splits['train'])
+    ),
+  )
   compile_time = 0.0
   if not test_only:
-    compile_start = time.perf_counter()
-    meta_step = meta_step.lower(state, keys['train'], train_images).compile()
-    compile_time = time.perf_counter() - compile_start
-    if primary:
-      print(f'compiled the meta-step in {compile_time:.1f} s '
-            f"({1 if mesh is None else mesh.size} device(s), {config.precision})")
-  log = open(os.path.join(workdir, 'log.jsonl') if primary else os.devnull, 'a')
-  start, running = int(state.step), None
-  begin = time.perf_counter()
-  elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
-  train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
-  bar = tqdm.tqdm(total=config.num_iterations, initial=start, unit='it', dynamic_ncols=True,
-                  desc=f'{config.algorithm} {config.num_ways}-way {config.num_shots}-shot',
-                  disable=not primary)
-  for it in range(start, start if test_only else config.num_iterations):
-    state, metrics = meta_step(state, jax.random.fold_in(keys['train'], it), train_images)
-    done = it + 1
-    last = done == config.num_iterations or (
-        config.time_budget_s is not None and train_time() >= config.time_budget_s)
-    if done % config.log_every == 0 or last:
-      acc, loss = float(jnp.mean(metrics['accuracy'])), float(jnp.mean(metrics['loss']))
-      cli.check_finite_updates(state.opt_state, done)
-      cli.check_finite_loss(loss, done)
-      running = acc if running is None else 0.9 * running + 0.1 * acc
-      log.write(json.dumps({'step': done, 'train_accuracy': acc, 'train_loss': loss,
-                            'time_s': elapsed(), 'meta_train_time_s': train_time()}) + '\n')
-      bar.set_postfix(acc=f'{running:.3f}', loss=f'{loss:.3f}',
-                      best_val=f"{progress['best_val']:.1f}%")
-    if done % config.eval_every == 0 or last:
-      eval_start = time.perf_counter()
-      val = evaluate_split(eval_learner, state.params, val_images, keys['val'],
-                           config.num_val_tasks, config)
-      summary = _summary(val)
-      progress['eval_time_s'] += time.perf_counter() - eval_start
-      log.write(json.dumps({'step': done, 'val_accuracy': summary['accuracy'],
-                            'val_ci95': summary['ci95'], 'time_s': elapsed(),
-                            'meta_train_time_s': train_time()}) + '\n')
-      if summary['accuracy'] > progress['best_val']:
-        progress.update(best_val=summary['accuracy'], best_step=done)
-        best_params = state.params
-        if primary:
-          save_checkpoint(best_path, best_params, {'step': done, **summary})
-    if done % config.checkpoint_every == 0 or last:
-      jax.block_until_ready(state)
-      if primary:
-        save_checkpoint(state_path, state,
-                        {**meta, 'progress': {**progress, 'wall_time_s': elapsed()}})
-      log.flush()
-    bar.update(1)
-    if last:
-      break
-  bar.close()
-  jax.block_until_ready(state)
-  progress['wall_time_s'] = elapsed()
-  log.close()
+    run, compile_time = meta_train(
+      config, run, learners, optimizer, checkpoints, splits, keys, mesh, workdir
+    )
+  progress = run.progress
+  results = {
+    **evaluate_test(
+      config, learners.evaluation, run.best_params, splits['test'], keys['test'], data_dir
+    ),
+    'best_val_accuracy': progress['best_val'],
+    'best_step': progress['best_step'],
+    'iterations': int(run.state.step),
+    'train_time_s': progress['wall_time_s'],
+    'meta_train_time_s': progress['wall_time_s'] - progress['eval_time_s'],
+    'compile_time_s': compile_time,
+    'num_devices': 1 if mesh is None else mesh.size,
+  }
+  report = {
+    'experiment': 'fewshot',
+    'config': cli.flatten(config),
+    'results': results,
+    'environment': cli.environment(),
+  }
+  if jax.process_index() == 0:  # The one process that writes files.
+    write_report(report, workdir, plots)
+  return report
 
-  test = evaluate_split(eval_learner, best_params, jnp.asarray(splits['test']), keys['test'],
-                        config.num_test_tasks, config)
-  results = {'test': _summary(test), 'best_val_accuracy': progress['best_val'],
-             'best_step': progress['best_step'], 'iterations': int(state.step),
-             'train_time_s': progress['wall_time_s'],
-             'meta_train_time_s': progress['wall_time_s'] - progress['eval_time_s'],
-             'compile_time_s': compile_time, 'num_devices': 1 if mesh is None else mesh.size}
+
+def evaluate_test(config: Config, eval_learner, params, images, key, data_dir: str) -> dict:
+  """``test``: ``params`` on ``config.num_test_tasks`` tasks of ``images``;
+  ``lake_runs``: on Lake et al.'s runs, for 20-way Omniglot models."""
+  results = {
+    'test': _summary(
+      evaluate_split(eval_learner, params, jnp.asarray(images), key, config.num_test_tasks, config)
+    )
+  }
   lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
   if config.dataset == 'omniglot' and config.num_ways == 20 and os.path.exists(lake_path):
-    results['lake_runs'] = _summary(evaluate_lake_runs(eval_learner, best_params, lake_path,
-                                                       config.image_size))
-  report = {
-      'experiment': 'fewshot', 'config': dataclasses.asdict(config), 'results': results,
-      'environment': cli.environment(),
-  }
-  if not primary:
-    return report
+    results['lake_runs'] = _summary(
+      evaluate_lake_runs(eval_learner, params, lake_path, config.image_size)
+    )
+  return results
+
+
+def write_report(report: dict, workdir: str, plots: bool) -> None:
+  """``results.json`` and (with ``plots``) ``learning_curve.png`` in ``workdir``."""
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(report, f, indent=2)
-  if plots:
-    plot_learning_curve(os.path.join(workdir, 'log.jsonl'),
-                        os.path.join(workdir, 'learning_curve.png'), title=config.algorithm)
-  return report
+  if plots and os.path.exists(os.path.join(workdir, 'log.jsonl')):
+    plot_learning_curve(
+      os.path.join(workdir, 'log.jsonl'),
+      os.path.join(workdir, 'learning_curve.png'),
+      title=report['config']['algorithm'],
+    )
 
 
 def plot_learning_curve(log_path: str, path: str, title: str = 'maml') -> None:
   """Training accuracy (per logged step) and validation accuracy vs iterations."""
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  with open(log_path) as f:
-    rows = [json.loads(line) for line in f]
+  rows = loop.read_log(log_path)
   train = [(r['step'], r['train_accuracy']) for r in rows if 'train_accuracy' in r]
   val = [(r['step'], r['val_accuracy'], r['val_ci95']) for r in rows if 'val_accuracy' in r]
   fig, ax = plt.subplots(figsize=(6, 4))

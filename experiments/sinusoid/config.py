@@ -4,6 +4,7 @@ import dataclasses
 
 from experiments import algorithms
 from experiments import cli
+from jaxmaml import checks
 
 PAPER_ITERATIONS = 70_000
 
@@ -19,21 +20,12 @@ class Config:
     num_query: query points per task during meta-training (the original code
       uses K, the same as the support).
     hidden: widths of the hidden layers of the ReLU MLP.
-    inner_lr: inner-loop step size, also the fine-tuning step size at test time.
-    train_inner_steps: inner steps during meta-training.
-    eval_inner_steps: the last inner step evaluated at test time (0..this).
-    outer_lr: Adam learning rate for meta-training and for the baseline.
-    first_order: meta-train with first-order MAML.
-    algorithm: one of ``experiments.algorithms.ALGORITHMS`` (see there for
-      how each is built): maml, anil, meta_sgd, maml_plus_plus, reptile,
-      imaml (protonets is for classification only).
-    msl_iterations: MAML++'s multi-step loss lasts this many iterations.
-    imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
-    cg_damping, reg_damping, inner_optimizer, inner_batch_size,
-      outer_clip_norm: as in ``experiments.fewshot.config.Config``.
-    outer_schedule: the outer learning rate over ``num_iterations``:
-      'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
-    precision: the MLP's compute dtype, 'float32' or 'bfloat16'.
+    algo: the algorithm and its optimizers
+      (``experiments.algorithms.AlgorithmConfig``; protonets is for
+      classification only). Its ``inner_lr`` is also the fine-tuning step
+      size at test time, its ``eval_inner_steps`` the last inner step
+      evaluated at test time (0..this); ``outer_lr`` is also the baseline's
+      Adam learning rate; ``precision`` is the MLP's compute dtype.
     pretrained_lr_grid: the baseline's fine-tuning step sizes; the best one on
       validation tasks is used (the paper "automatically tuned" it).
     num_val_tasks: validation tasks for tuning the baseline's step size.
@@ -51,22 +43,7 @@ class Config:
   meta_batch_size: int = 25
   num_query: int | None = None
   hidden: tuple[int, ...] = (40, 40)
-  inner_lr: float = 0.01
-  train_inner_steps: int = 1
-  eval_inner_steps: int = 10
-  outer_lr: float = 1e-3
-  first_order: bool = False
-  algorithm: str = 'maml'
-  msl_iterations: int = 0
-  imaml_reg: float = 2.0
-  cg_steps: int = 5
-  cg_damping: float = 0.0
-  reg_damping: float = 0.0
-  inner_optimizer: str = 'sgd'
-  inner_batch_size: int | None = None
-  outer_schedule: str = 'constant'
-  outer_clip_norm: float | None = None
-  precision: str = 'float32'
+  algo: algorithms.AlgorithmConfig = algorithms.AlgorithmConfig(inner_lr=0.01, eval_inner_steps=10)
   pretrained_lr_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
   num_val_tasks: int = 200
   num_test_tasks: int = 600
@@ -76,17 +53,23 @@ class Config:
   checkpoint_every: int = 5_000
 
   def __post_init__(self):
-    cli.check_positive_ints(self, (
-        'num_iterations', 'meta_batch_size', 'train_inner_steps', 'eval_inner_steps',
-        'num_val_tasks', 'num_test_query', 'log_every', 'checkpoint_every'))
+    cli.check_positive_ints(
+      self,
+      (
+        'num_iterations',
+        'meta_batch_size',
+        'num_val_tasks',
+        'num_test_query',
+        'log_every',
+        'checkpoint_every',
+      ),
+    )
     if self.num_test_tasks < 2:
       raise ValueError(f'num_test_tasks must be >= 2, got {self.num_test_tasks}.')
     if not self.shots or any(k < 1 for k in self.shots):
       raise ValueError(f'shots must be positive ints, got {self.shots}.')
-    if self.num_query is not None and self.num_query < 1:
-      raise ValueError(f'num_query must be a positive int or None, got {self.num_query}.')
+    checks.optional_positive_int(self.num_query, 'num_query')
     if not self.pretrained_lr_grid:
       raise ValueError('pretrained_lr_grid must not be empty.')
-    algorithms.check_fields(self)
-    if self.algorithm == 'protonets':
+    if self.algo.algorithm == 'protonets':
       raise ValueError('algorithm protonets is for classification, not sinusoid regression.')

@@ -16,12 +16,17 @@ from experiments.sinusoid import train
 
 def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
   parser = argparse.ArgumentParser(
-      description='MAML vs pretrained on sinusoid regression (Finn et al. 2017).',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--workdir', default='runs/sinusoid',
-                      help='where results, plots and checkpoints go')
-  parser.add_argument('--full', action='store_true',
-                      help=f'the paper protocol: {config_lib.PAPER_ITERATIONS} iterations')
+    description='MAML vs pretrained on sinusoid regression (Finn et al. 2017).',
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
+  parser.add_argument(
+    '--workdir', default='runs/sinusoid', help='where results, plots and checkpoints go'
+  )
+  parser.add_argument(
+    '--full',
+    action='store_true',
+    help=f'the paper protocol: {config_lib.PAPER_ITERATIONS} iterations',
+  )
   cli.add_runtime_flags(parser)
   cli.add_config_flags(parser, config_lib.Config)
   args = parser.parse_args(argv)
@@ -32,12 +37,16 @@ def parse_args(argv: list[str]) -> tuple[config_lib.Config, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
   cli.apply_runtime_flags(args)
-  print(f'sinusoid experiment, {config.num_iterations} iterations per model, '
-        f'K in {config.shots}; writing to {args.workdir}')
+  print(
+    f'sinusoid experiment, {config.num_iterations} iterations per model, '
+    f'K in {config.shots}; writing to {args.workdir}'
+  )
   start = time.perf_counter()
   report = train.train_and_evaluate(config, args.workdir)
-  print(f'\nTest MSE on {config.num_test_tasks} tasks (mean ± 95% CI), '
-        f'{time.perf_counter() - start:.0f} s in all:\n')
+  print(
+    f'\nTest MSE on {config.num_test_tasks} tasks (mean ± 95% CI), '
+    f'{time.perf_counter() - start:.0f} s in all:\n'
+  )
   print(report['table'])
   print(f'\nresults.json, mse_vs_steps.png, predictions.png in {args.workdir}')
 

@@ -1,8 +1,9 @@
 """N-way K-shot episodes from a class-indexed image array.
 
 The dataset is one array ``images[num_classes, examples_per_class, h, w]``
-(uint8, grayscale) or ``[num_classes, examples_per_class, h, w, channels]``. ``sample_episodes`` draws a meta-batch of tasks with ``jax.random``
-and gathers them by index, with fixed shapes, so it runs on the device inside
+(uint8, grayscale) or ``[num_classes, examples_per_class, h, w, channels]``.
+``sample_episodes`` draws a meta-batch of tasks with ``jax.random`` and
+gathers them by index, with fixed shapes, so it runs on the device inside
 a jitted meta-step (no host round-trip per iteration). ``host_episodes`` draws
 tasks with the same semantics in NumPy, for datasets that do not fit in device
 memory.
@@ -18,37 +19,46 @@ class; ``shuffle_support=True`` puts each task's support set in random order
 (for algorithms that split it into mini-batches, such as Reptile).
 """
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmaml import checks
 from jaxmaml import base
+from jaxmaml import checks
 
 
 def check_episode_request(
-    images_shape: tuple[int, ...], num_ways: int, num_shots: int, num_queries: int,
-    num_tasks: int = 1,
+  images_shape: tuple[int, ...],
+  num_ways: int,
+  num_shots: int,
+  num_queries: int,
+  num_tasks: int = 1,
 ) -> None:
   """Raises a ValueError if the request cannot be met by the dataset."""
   if len(images_shape) not in (4, 5):
     raise ValueError(
-        'images must have shape [num_classes, examples_per_class, height, width] '
-        f'or [..., channels], got {tuple(images_shape)}.')
-  for name, value in (('num_ways', num_ways), ('num_shots', num_shots),
-                      ('num_queries', num_queries), ('num_tasks', num_tasks)):
+      'images must have shape [num_classes, examples_per_class, height, width] '
+      f'or [..., channels], got {tuple(images_shape)}.'
+    )
+  for name, value in (
+    ('num_ways', num_ways),
+    ('num_shots', num_shots),
+    ('num_queries', num_queries),
+    ('num_tasks', num_tasks),
+  ):
     checks.positive_int(value, name)
   num_classes, per_class = images_shape[:2]
   if num_ways > num_classes:
     raise ValueError(
-        f'num_ways={num_ways} needs {num_ways} classes, but the split has only '
-        f'{num_classes}.')
+      f'num_ways={num_ways} needs {num_ways} classes, but the split has only {num_classes}.'
+    )
   if num_shots + num_queries > per_class:
     raise ValueError(
-        f'num_shots + num_queries = {num_shots + num_queries} examples per class, '
-        f'but the dataset has only {per_class} per class.')
+      f'num_shots + num_queries = {num_shots + num_queries} examples per class, '
+      f'but the dataset has only {per_class} per class.'
+    )
 
 
 def _shuffled(support: base.Batch, order) -> base.Batch:
@@ -66,20 +76,21 @@ def _to_task(x, labels, num_ways, num_shots, num_queries, xp):
   query = x[:, :, num_shots:].reshape(*lead, num_ways * num_queries, h, w, c)
   s_labels = xp.broadcast_to(xp.repeat(labels, num_shots), (*lead, num_ways * num_shots))
   q_labels = xp.broadcast_to(xp.repeat(labels, num_queries), (*lead, num_ways * num_queries))
-  return base.Task(support=(support, s_labels.astype(xp.int32)),
-                   query=(query, q_labels.astype(xp.int32)))
+  return base.Task(
+    support=(support, s_labels.astype(xp.int32)), query=(query, q_labels.astype(xp.int32))
+  )
 
 
 def sample_episodes(
-    key: jax.Array,
-    images: jax.Array,
-    num_tasks: int,
-    *,
-    num_ways: int,
-    num_shots: int,
-    num_queries: int,
-    rotate: bool = True,
-    shuffle_support: bool = False,
+  key: jax.Array,
+  images: jax.Array,
+  num_tasks: int,
+  *,
+  num_ways: int,
+  num_shots: int,
+  num_queries: int,
+  rotate: bool = True,
+  shuffle_support: bool = False,
 ) -> base.Task:
   """Draws a meta-batch of N-way K-shot tasks on the device (jittable).
 
@@ -110,7 +121,8 @@ def sample_episodes(
     class_key, example_key, rotation_key = jax.random.split(key, 3)
     classes = jax.random.choice(class_key, num_classes, (num_ways,), replace=False)
     examples = jax.vmap(lambda k: jax.random.choice(k, per_class, (n,), replace=False))(
-        jax.random.split(example_key, num_ways))
+      jax.random.split(example_key, num_ways)
+    )
     x = images[classes[:, None], examples]  # [ways, n, h, w(, c)]
     if rotate:
       turns = jax.random.randint(rotation_key, (num_ways,), 0, 4)
@@ -123,20 +135,21 @@ def sample_episodes(
   if not shuffle_support:
     return task
   order = jax.vmap(lambda k: jax.random.permutation(k, num_ways * num_shots))(
-      jax.random.split(jax.random.fold_in(key, 1), num_tasks))
+    jax.random.split(jax.random.fold_in(key, 1), num_tasks)
+  )
   return task._replace(support=_shuffled(task.support, order))
 
 
 def host_episodes(
-    seed: int,
-    images: np.ndarray,
-    num_tasks: int,
-    *,
-    num_ways: int,
-    num_shots: int,
-    num_queries: int,
-    rotate: bool = True,
-    shuffle_support: bool = False,
+  seed: int,
+  images: np.ndarray,
+  num_tasks: int,
+  *,
+  num_ways: int,
+  num_shots: int,
+  num_queries: int,
+  rotate: bool = True,
+  shuffle_support: bool = False,
 ) -> Iterator[base.Task]:
   """An endless NumPy iterator of meta-batches with ``sample_episodes``' semantics.
 

@@ -30,5 +30,6 @@ def import_optional(module: str, *, purpose: str) -> types.ModuleType:
   except ImportError as e:
     package = _PACKAGES.get(module.partition('.')[0], module)
     raise ImportError(
-        f"{purpose} needs {package}, an optional dependency of jaxmaml: "
-        f"pip install 'jaxmaml[{EXTRA}]' (or pip install {package}).") from e
+      f'{purpose} needs {package}, an optional dependency of jaxmaml: '
+      f"pip install 'jaxmaml[{EXTRA}]' (or pip install {package})."
+    ) from e

@@ -49,8 +49,9 @@ def _read_csv(root: pathlib.Path, split: str) -> dict[str, list[str]]:
   path = root / f'{split}.csv'
   if not path.is_file():
     raise FileNotFoundError(
-        f'{path} not found: miniImageNet needs {", ".join(s + ".csv" for s in SPLITS)} '
-        'and images/ in root (the Ravi & Larochelle layout).')
+      f'{path} not found: miniImageNet needs {", ".join(s + ".csv" for s in SPLITS)} '
+      'and images/ in root (the Ravi & Larochelle layout).'
+    )
   with open(path, newline='') as f:
     rows = list(csv.reader(f))
   if not rows or [c.strip() for c in rows[0]] != ['filename', 'label']:
@@ -64,8 +65,9 @@ def _read_csv(root: pathlib.Path, split: str) -> dict[str, list[str]]:
     raise ValueError(f'{path} lists no images.')
   counts = {len(files) for files in by_class.values()}
   if len(counts) != 1:
-    raise ValueError(f'{path}: every class needs the same number of images, got counts '
-                     f'{sorted(counts)}.')
+    raise ValueError(
+      f'{path}: every class needs the same number of images, got counts {sorted(counts)}.'
+    )
   return by_class
 
 
@@ -79,11 +81,11 @@ def _load_image(path: pathlib.Path, image_size: int) -> np.ndarray:
 
 
 def load_miniimagenet(
-    root: str | os.PathLike,
-    split: str,
-    *,
-    image_size: int = 84,
-    cache_dir: str | os.PathLike | None = None,
+  root: str | os.PathLike,
+  split: str,
+  *,
+  image_size: int = 84,
+  cache_dir: str | os.PathLike | None = None,
 ) -> MiniImageNetSplit:
   """Loads one split of miniImageNet as a uint8 array (cached).
 
@@ -115,11 +117,19 @@ def load_miniimagenet(
   missing = [str(p) for p in paths if not p.is_file()]
   if missing:
     raise FileNotFoundError(
-        f'{len(missing)} image(s) listed in {split}.csv are missing, e.g. {missing[:3]}.')
+      f'{len(missing)} image(s) listed in {split}.csv are missing, e.g. {missing[:3]}.'
+    )
 
-  fingerprint = hashlib.sha256(json.dumps({
-      'format': _CACHE_FORMAT, 'image_size': image_size, 'classes': by_class,
-      'sizes': [p.stat().st_size for p in paths]}).encode()).hexdigest()[:24]
+  fingerprint = hashlib.sha256(
+    json.dumps(
+      {
+        'format': _CACHE_FORMAT,
+        'image_size': image_size,
+        'classes': by_class,
+        'sizes': [p.stat().st_size for p in paths],
+      }
+    ).encode()
+  ).hexdigest()[:24]
   cache_dir = cache_lib.cache_dir_or_default(cache_dir)
   cache = cache_dir / f'miniimagenet-{split}-{image_size}px-{fingerprint}.npy'
   classes = tuple(by_class)

@@ -37,6 +37,7 @@ Usage (with the data set in ``DIR``)::
   train_images = data.images[splits['train']]    # [1100, 20, 28, 28]
 """
 
+from collections.abc import Callable, Sequence
 import hashlib
 import io
 import json
@@ -44,10 +45,10 @@ import os
 import pathlib
 import random
 import re
+from typing import NamedTuple
 import warnings
 import zipfile
 import zlib
-from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -68,7 +69,8 @@ LAKE_WAYS = 20
 SOURCE_KINDS = ('zip', 'folder', 'tfds')
 _SUBSETS = {'images_background': 'train', 'images_evaluation': 'test'}  # TFDS splits.
 _IMAGE_PATH = re.compile(
-    r'^(images_background|images_evaluation)/([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png$')
+  r'^(images_background|images_evaluation)/([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png$'
+)
 _CACHE_FORMAT = 1  # Bump when preprocessing changes, to invalidate old caches.
 _HASH_CHUNK = 1 << 20
 _PathLike = str | os.PathLike
@@ -124,19 +126,24 @@ class _Drawing(NamedTuple):
 
 
 def _check_image_size(image_size: int) -> None:
-  if (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
-      or not 1 <= image_size <= ORIGINAL_SIZE):
+  if (
+    isinstance(image_size, bool)
+    or not isinstance(image_size, (int, np.integer))
+    or not 1 <= image_size <= ORIGINAL_SIZE
+  ):
     raise ValueError(
-        f'image_size must be an int in [1, {ORIGINAL_SIZE}] (the images are '
-        f'{ORIGINAL_SIZE}x{ORIGINAL_SIZE}), got {image_size!r}.')
+      f'image_size must be an int in [1, {ORIGINAL_SIZE}] (the images are '
+      f'{ORIGINAL_SIZE}x{ORIGINAL_SIZE}), got {image_size!r}.'
+    )
 
 
 def _tfds_versions(source: pathlib.Path) -> list[str]:
   directory = source / 'omniglot'
   if not directory.is_dir():
     return []
-  return sorted(p.name for p in directory.iterdir()
-                if p.is_dir() and re.fullmatch(r'\d+\.\d+\.\d+', p.name))
+  return sorted(
+    p.name for p in directory.iterdir() if p.is_dir() and re.fullmatch(r'\d+\.\d+\.\d+', p.name)
+  )
 
 
 def _detect_kind(source: pathlib.Path) -> str | None:
@@ -158,13 +165,15 @@ def _expected_files(kind: str | None, source: pathlib.Path) -> str:
     return f'folders {background}/ and {evaluation}/'
   if kind == 'tfds':
     return f'a TFDS data_dir with {source / "omniglot" / TFDS_VERSION}/'
-  return ('images_background.zip and images_evaluation.zip, or the extracted folders '
-          'images_background/ and images_evaluation/, or a TFDS data_dir holding '
-          f'omniglot/{TFDS_VERSION}/')
+  return (
+    'images_background.zip and images_evaluation.zip, or the extracted folders '
+    'images_background/ and images_evaluation/, or a TFDS data_dir holding '
+    f'omniglot/{TFDS_VERSION}/'
+  )
 
 
 def _resolve_source(
-    source: _PathLike, source_kind: str | None, download: bool
+  source: _PathLike, source_kind: str | None, download: bool
 ) -> tuple[pathlib.Path, str]:
   """Validates ``source`` (cheaply) and returns it with its kind."""
   if source_kind is not None and source_kind not in SOURCE_KINDS:
@@ -173,48 +182,54 @@ def _resolve_source(
     raise ValueError(f'download must be a bool, got {download!r}.')
   if download and source_kind not in (None, 'tfds'):
     raise ValueError(
-        f"download=True only applies to source_kind='tfds' (TFDS downloads and "
-        f"prepares the data); got source_kind={source_kind!r}.")
+      f"download=True only applies to source_kind='tfds' (TFDS downloads and "
+      f'prepares the data); got source_kind={source_kind!r}.'
+    )
   path = pathlib.Path(source).expanduser()
   if download:
     return path, 'tfds'
   if not path.exists():
     raise FileNotFoundError(
-        f'Omniglot source {path} does not exist; expected a directory holding '
-        f'{_expected_files(source_kind, path)}.')
+      f'Omniglot source {path} does not exist; expected a directory holding '
+      f'{_expected_files(source_kind, path)}.'
+    )
   if not path.is_dir():
     raise NotADirectoryError(
-        f'Omniglot source {path} is not a directory; expected a directory holding '
-        f'{_expected_files(source_kind, path)}.')
+      f'Omniglot source {path} is not a directory; expected a directory holding '
+      f'{_expected_files(source_kind, path)}.'
+    )
   kind = source_kind or _detect_kind(path)
   if kind is None:
     hint = ''
     if (path / 'omniglot' / 'images_background.zip').exists():
       hint = f' (the zips are in {path / "omniglot"}: pass that directory)'
     raise FileNotFoundError(
-        f'No Omniglot data in {path}: expected {_expected_files(None, path)}{hint}.')
+      f'No Omniglot data in {path}: expected {_expected_files(None, path)}{hint}.'
+    )
   if kind == 'tfds':
     version_dir = path / 'omniglot' / TFDS_VERSION
     if not version_dir.is_dir():
       found = _tfds_versions(path)
       raise FileNotFoundError(
-          f'No TFDS Omniglot version {TFDS_VERSION} in {path}: expected {version_dir}/ '
-          f'(found versions {found or "none"}); pass download=True to let TFDS build it.')
+        f'No TFDS Omniglot version {TFDS_VERSION} in {path}: expected {version_dir}/ '
+        f'(found versions {found or "none"}); pass download=True to let TFDS build it.'
+      )
     for split in ('train', 'test'):
       if not list(version_dir.glob(f'omniglot-{split}.array_record-*')):
         other = sorted(p.name for p in version_dir.glob(f'omniglot-{split}.*'))
         raise FileNotFoundError(
-            f'{version_dir} has no array_record shards for split {split!r} (found '
-            f'{other or "none"}); this loader reads TFDS data prepared with '
-            "file_format='array_record'.")
+          f'{version_dir} has no array_record shards for split {split!r} (found '
+          f'{other or "none"}); this loader reads TFDS data prepared with '
+          "file_format='array_record'."
+        )
   else:
     suffix = '.zip' if kind == 'zip' else ''
     for subset in _SUBSETS:
       expected = path / f'{subset}{suffix}'
       if not (expected.is_file() if kind == 'zip' else expected.is_dir()):
         raise FileNotFoundError(
-            f'Omniglot {kind} source {path} lacks {expected}; expected '
-            f'{_expected_files(kind, path)}.')
+          f'Omniglot {kind} source {path} lacks {expected}; expected {_expected_files(kind, path)}.'
+        )
   return path, kind
 
 
@@ -263,8 +278,9 @@ def _parse_names(names: Sequence[str], where: str) -> list[tuple[str, str, int, 
     match = _IMAGE_PATH.match(name)
     if match is None:
       raise ValueError(
-          f'{where}: unexpected image {name!r}; expected '
-          "'images_{background,evaluation}/<Alphabet>/characterNN/NNNN_DD.png'.")
+        f'{where}: unexpected image {name!r}; expected '
+        "'images_{background,evaluation}/<Alphabet>/characterNN/NNNN_DD.png'."
+      )
     _, alphabet, _, character_id, drawer = match.groups()
     rows.append((name, alphabet, int(character_id), int(drawer)))
   return rows
@@ -279,13 +295,13 @@ def _read_zip(path: pathlib.Path) -> list[_Drawing]:
         rows = _parse_names(archive.namelist(), str(zip_path))
         if not rows or any(not name.startswith(subset + '/') for name, *_ in rows):
           raise ValueError(
-              f'{zip_path}: expected its images under {subset}/, found '
-              f'{len(rows)} images, e.g. {[r[0] for r in rows[:2]]}.')
+            f'{zip_path}: expected its images under {subset}/, found '
+            f'{len(rows)} images, e.g. {[r[0] for r in rows[:2]]}.'
+          )
         for name, alphabet, character_id, drawer in rows:
           drawings.append(_Drawing(character_id, alphabet, drawer, archive.read(name)))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-      raise ValueError(
-          f'{zip_path} is not a readable zip (truncated or corrupted?): {e}') from e
+      raise ValueError(f'{zip_path} is not a readable zip (truncated or corrupted?): {e}') from e
   return drawings
 
 
@@ -310,8 +326,11 @@ def _key_hash(salt, key: str) -> int:
 
 
 def _tfds_drawers(
-    split: str, alphabets: Sequence[str], alphabet_char_ids: Sequence[int],
-    labels: Sequence[int], where: str,
+  split: str,
+  alphabets: Sequence[str],
+  alphabet_char_ids: Sequence[int],
+  labels: Sequence[int],
+  where: str,
 ) -> list[int]:
   """Recovers the drawer (1..20) of each record of a TFDS split from the record order.
 
@@ -329,19 +348,22 @@ def _tfds_drawers(
   for label, where_in_file in positions.items():
     if len(where_in_file) != NUM_DRAWERS:
       raise ValueError(
-          f'{where}: character {label + 1} has {len(where_in_file)} records in split '
-          f'{split!r}, expected {NUM_DRAWERS}.')
+        f'{where}: character {label + 1} has {len(where_in_file)} records in split '
+        f'{split!r}, expected {NUM_DRAWERS}.'
+      )
     first = where_in_file[0]
     prefix = f'{alphabets[first]}_{alphabet_char_ids[first]}_{label + 1:04d}_'
-    by_hash = sorted((_key_hash(salt, f'{prefix}{d:02d}.png'), d)
-                     for d in range(1, NUM_DRAWERS + 1))
+    by_hash = sorted(
+      (_key_hash(salt, f'{prefix}{d:02d}.png'), d) for d in range(1, NUM_DRAWERS + 1)
+    )
     for i, (key_hash, drawer) in zip(where_in_file, by_hash):
       drawers[i], hashes[i] = drawer, key_hash
   if any(a >= b for a, b in zip(hashes, hashes[1:])):
     raise ValueError(
-        f'{where}: the records of split {split!r} are not in TFDS key-hash order, so '
-        'their drawers cannot be recovered (was the data set built with '
-        'disable_shuffling or a different builder?). Use the zip or folder source.')
+      f'{where}: the records of split {split!r} are not in TFDS key-hash order, so '
+      'their drawers cannot be recovered (was the data set built with '
+      'disable_shuffling or a different builder?). Use the zip or folder source.'
+    )
   return drawers
 
 
@@ -356,8 +378,12 @@ def _read_tfds(path: pathlib.Path, download: bool) -> list[_Drawing]:
   drawings = []
   for split in _SUBSETS.values():
     source = tfds.data_source(
-        f'omniglot:{TFDS_VERSION}', data_dir=str(path), split=split, download=download,
-        decoders={'image': tfds.decode.SkipDecoding()})
+      f'omniglot:{TFDS_VERSION}',
+      data_dir=str(path),
+      split=split,
+      download=download,
+      decoders={'image': tfds.decode.SkipDecoding()},
+    )
     alphabet_names = source.dataset_info.features['alphabet'].names
     records = source.__getitems__(list(range(len(source))))
     alphabets = [alphabet_names[r['alphabet']] for r in records]
@@ -377,26 +403,30 @@ def _check_drawings(drawings: Sequence[_Drawing], where: str) -> list[_Drawing]:
   for d in drawings:
     if alphabet_of.setdefault(d.character_id, d.alphabet) != d.alphabet:
       raise ValueError(
-          f'{where}: character {d.character_id} appears in alphabets '
-          f'{alphabet_of[d.character_id]!r} and {d.alphabet!r}.')
+        f'{where}: character {d.character_id} appears in alphabets '
+        f'{alphabet_of[d.character_id]!r} and {d.alphabet!r}.'
+      )
     drawers_of.setdefault(d.character_id, set()).add(d.drawer)
   expected_ids = set(range(1, NUM_CHARACTERS + 1))
   if set(drawers_of) != expected_ids:
     missing = sorted(expected_ids - set(drawers_of))
     extra = sorted(set(drawers_of) - expected_ids)
     raise ValueError(
-        f'{where}: expected characters 1..{NUM_CHARACTERS}; missing {missing[:10]}'
-        f'{"..." if len(missing) > 10 else ""} ({len(missing)}), unexpected {extra[:10]}.')
+      f'{where}: expected characters 1..{NUM_CHARACTERS}; missing {missing[:10]}'
+      f'{"..." if len(missing) > 10 else ""} ({len(missing)}), unexpected {extra[:10]}.'
+    )
   expected_drawers = set(range(1, NUM_DRAWERS + 1))
   for character_id, drawers in drawers_of.items():
     if drawers != expected_drawers:
       raise ValueError(
-          f'{where}: character {character_id} has drawers {sorted(drawers)}, '
-          f'expected 1..{NUM_DRAWERS}.')
+        f'{where}: character {character_id} has drawers {sorted(drawers)}, '
+        f'expected 1..{NUM_DRAWERS}.'
+      )
   if len(drawings) != NUM_CHARACTERS * NUM_DRAWERS:
     raise ValueError(
-        f'{where}: {len(drawings)} images, expected {NUM_CHARACTERS * NUM_DRAWERS} '
-        '(some appear twice).')
+      f'{where}: {len(drawings)} images, expected {NUM_CHARACTERS * NUM_DRAWERS} '
+      '(some appear twice).'
+    )
   return sorted(drawings, key=lambda d: (d.character_id, d.drawer))
 
 
@@ -406,8 +436,8 @@ def _check_drawings(drawings: Sequence[_Drawing], where: str) -> list[_Drawing]:
 # PIL decodes the 1-bit PNGs to {0, 255}; images stored as 0/1 decode to {0, 1}.
 # Either way, ink is the dark half: these tables binarise and invert (ink -> 255).
 _INK_TABLES = {
-    white: np.array([255 if 2 * v < white else 0 for v in range(256)], np.uint8)
-    for white in (1, 255)}
+  white: np.array([255 if 2 * v < white else 0 for v in range(256)], np.uint8) for white in (1, 255)
+}
 
 
 def _pillow(module: str = 'PIL.Image'):
@@ -431,7 +461,7 @@ def _preprocess_png(png: bytes, image_size: int) -> np.ndarray:
 
 
 def _preprocess_all(
-    pngs: Sequence[bytes], image_size: int, name: Callable[[int], str]
+  pngs: Sequence[bytes], image_size: int, name: Callable[[int], str]
 ) -> np.ndarray:
   """``[len(pngs), image_size, image_size]`` uint8; errors name the image."""
   images = np.empty([len(pngs), image_size, image_size], np.uint8)
@@ -446,24 +476,35 @@ def _preprocess_all(
 def _build(drawings: Sequence[_Drawing], image_size: int, where: str) -> Omniglot:
   drawings = _check_drawings(drawings, where)
   images = _preprocess_all(
-      [d.png for d in drawings], image_size,
-      lambda i: (f'character {drawings[i].character_id} drawer {drawings[i].drawer} '
-                 f'in {where}'))
+    [d.png for d in drawings],
+    image_size,
+    lambda i: f'character {drawings[i].character_id} drawer {drawings[i].drawer} in {where}',
+  )
   firsts = drawings[::NUM_DRAWERS]
   return Omniglot(
-      images=images.reshape(NUM_CHARACTERS, NUM_DRAWERS, image_size, image_size),
-      alphabets=np.array([d.alphabet for d in firsts]),
-      character_ids=np.array([d.character_id for d in firsts], np.int32))
+    images=images.reshape(NUM_CHARACTERS, NUM_DRAWERS, image_size, image_size),
+    alphabets=np.array([d.alphabet for d in firsts]),
+    character_ids=np.array([d.character_id for d in firsts], np.int32),
+  )
 
 
 # ----------------------------------------------------------------------------
 # The cache.
 
 
-def _cache_path(cache_dir: pathlib.Path, kind: str, fingerprint: str, image_size: int) -> pathlib.Path:
-  options = json.dumps({
-      'format': _CACHE_FORMAT, 'image_size': image_size, 'resample': 'lanczos',
-      'pillow': _pillow('PIL').__version__, 'source': fingerprint}, sort_keys=True)
+def _cache_path(
+  cache_dir: pathlib.Path, kind: str, fingerprint: str, image_size: int
+) -> pathlib.Path:
+  options = json.dumps(
+    {
+      'format': _CACHE_FORMAT,
+      'image_size': image_size,
+      'resample': 'lanczos',
+      'pillow': _pillow('PIL').__version__,
+      'source': fingerprint,
+    },
+    sort_keys=True,
+  )
   key = hashlib.sha256(options.encode()).hexdigest()[:24]
   return cache_dir / f'omniglot-{kind}-{image_size}px-{key}.npz'
 
@@ -494,12 +535,12 @@ def _load_cache(path: pathlib.Path, image_size: int) -> Omniglot | None:
 
 
 def load_omniglot(
-    source: _PathLike,
-    *,
-    image_size: int = 28,
-    source_kind: str | None = None,
-    cache_dir: _PathLike | None = None,
-    download: bool = False,
+  source: _PathLike,
+  *,
+  image_size: int = 28,
+  source_kind: str | None = None,
+  cache_dir: _PathLike | None = None,
+  download: bool = False,
 ) -> Omniglot:
   """Loads all 1,623 Omniglot characters x 20 drawers, preprocessed and cached.
 
@@ -585,17 +626,16 @@ def _prepare_tfds(path: pathlib.Path) -> None:
   """Lets TFDS download and prepare ``omniglot:3.0.0`` in ``path`` (needs TensorFlow)."""
   tfds = _tfds()
 
-  builder = tfds.builder(f'omniglot:{TFDS_VERSION}', data_dir=str(path),
-                         file_format='array_record')
+  builder = tfds.builder(f'omniglot:{TFDS_VERSION}', data_dir=str(path), file_format='array_record')
   builder.download_and_prepare()
 
 
 def split_characters(
-    num_characters: int = NUM_CHARACTERS,
-    *,
-    num_train: int = 1100,
-    num_val: int = 100,
-    seed: int = 1,
+  num_characters: int = NUM_CHARACTERS,
+  *,
+  num_train: int = 1100,
+  num_val: int = 100,
+  seed: int = 1,
 ) -> dict[str, np.ndarray]:
   """Splits character indices into meta-train, meta-validation and meta-test.
 
@@ -634,15 +674,16 @@ def split_characters(
     raise ValueError(f'seed must be an int, got {seed!r}.')
   if num_train + num_val > num_characters:
     raise ValueError(
-        f'num_train + num_val = {num_train} + {num_val} = {num_train + num_val} '
-        f'exceeds num_characters = {num_characters}.')
+      f'num_train + num_val = {num_train} + {num_val} = {num_train + num_val} '
+      f'exceeds num_characters = {num_characters}.'
+    )
   order = list(range(num_characters))
   random.Random(int(seed)).shuffle(order)
   order = np.asarray(order, np.int32)
   return {
-      'train': order[:num_train],
-      'val': order[num_train:num_train + num_val],
-      'test': order[num_train + num_val:],
+    'train': order[:num_train],
+    'val': order[num_train : num_train + num_val],
+    'test': order[num_train + num_val :],
   }
 
 
@@ -677,16 +718,19 @@ def load_lake_runs(path: _PathLike, *, image_size: int = 28) -> LakeRuns:
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
     raise FileNotFoundError(
-        f'Lake runs file {path} does not exist (or is not a file); expected all_runs.zip '
-        'with run01..run20/{training,test}/*.png and class_labels.txt.')
+      f'Lake runs file {path} does not exist (or is not a file); expected all_runs.zip '
+      'with run01..run20/{training,test}/*.png and class_labels.txt.'
+    )
   pngs, labels = [], np.zeros([NUM_LAKE_RUNS, LAKE_WAYS], np.int32)
   try:
     with zipfile.ZipFile(path) as archive:
       members = set(archive.namelist())
-      names = [f'run{r:02d}/{part}/{stem}{i:02d}.png'
-               for r in range(1, NUM_LAKE_RUNS + 1)
-               for part, stem in (('training', 'class'), ('test', 'item'))
-               for i in range(1, LAKE_WAYS + 1)]
+      names = [
+        f'run{r:02d}/{part}/{stem}{i:02d}.png'
+        for r in range(1, NUM_LAKE_RUNS + 1)
+        for part, stem in (('training', 'class'), ('test', 'item'))
+        for i in range(1, LAKE_WAYS + 1)
+      ]
       missing = [n for n in names if n not in members]
       if missing:
         raise ValueError(f'{path}: missing {len(missing)} images, e.g. {missing[:3]}.')
@@ -708,12 +752,15 @@ def _parse_class_labels(archive: zipfile.ZipFile, path: pathlib.Path, run: int) 
   pairs = [pattern.fullmatch(f'{a} {b}') for a, b in zip(lines[::2], lines[1::2])]
   if len(lines) != 2 * LAKE_WAYS or not all(pairs):
     raise ValueError(
-        f'{path}: {name} should have {LAKE_WAYS} lines '
-        f"'run{run:02d}/test/itemJJ.png run{run:02d}/training/classKK.png'.")
+      f'{path}: {name} should have {LAKE_WAYS} lines '
+      f"'run{run:02d}/test/itemJJ.png run{run:02d}/training/classKK.png'."
+    )
   row = np.full([LAKE_WAYS], -1, np.int32)
   for match in pairs:
     assert match is not None  # Every line matched, checked above.
     row[int(match.group(1)) - 1] = int(match.group(2)) - 1
   if sorted(row.tolist()) != list(range(LAKE_WAYS)):
-    raise ValueError(f'{path}: {name} does not match the 20 test items to the 20 classes one to one.')
+    raise ValueError(
+      f'{path}: {name} does not match the 20 test items to the 20 classes one to one.'
+    )
   return row

@@ -10,8 +10,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmaml import checks
 from jaxmaml import base
+from jaxmaml import checks
 
 
 class SinusoidFamily(NamedTuple):
@@ -34,24 +34,26 @@ class Sinusoids(NamedTuple):
 
 
 def sample_sinusoids(
-    key: jax.Array, num_tasks: int, family: SinusoidFamily = SinusoidFamily()
+  key: jax.Array, num_tasks: int, family: SinusoidFamily = SinusoidFamily()
 ) -> Sinusoids:
   """Draws ``num_tasks`` sinusoids (amplitude and phase) from ``family``."""
   checks.positive_int(num_tasks, 'num_tasks')
   amp_key, phase_key = jax.random.split(key)
   return Sinusoids(
-      amplitude=jax.random.uniform(
-          amp_key, [num_tasks], minval=family.amplitude_range[0],
-          maxval=family.amplitude_range[1]),
-      phase=jax.random.uniform(
-          phase_key, [num_tasks], minval=family.phase_range[0],
-          maxval=family.phase_range[1]),
+    amplitude=jax.random.uniform(
+      amp_key, [num_tasks], minval=family.amplitude_range[0], maxval=family.amplitude_range[1]
+    ),
+    phase=jax.random.uniform(
+      phase_key, [num_tasks], minval=family.phase_range[0], maxval=family.phase_range[1]
+    ),
   )
 
 
 def sample_inputs(
-    key: jax.Array, num_tasks: int, num_points: int,
-    family: SinusoidFamily = SinusoidFamily(),
+  key: jax.Array,
+  num_tasks: int,
+  num_points: int,
+  family: SinusoidFamily = SinusoidFamily(),
 ) -> jax.Array:
   """Inputs ``x`` of shape ``[num_tasks, num_points, 1]``, uniform on the range."""
   checks.positive_int(num_points, 'num_points')
@@ -60,11 +62,11 @@ def sample_inputs(
 
 
 def make_tasks(
-    key: jax.Array,
-    sinusoids: Sinusoids,
-    num_support: int,
-    num_query: int,
-    family: SinusoidFamily = SinusoidFamily(),
+  key: jax.Array,
+  sinusoids: Sinusoids,
+  num_support: int,
+  num_query: int,
+  family: SinusoidFamily = SinusoidFamily(),
 ) -> base.Task:
   """Support and query sets for given sinusoids, with fresh random inputs.
 
@@ -78,17 +80,17 @@ def make_tasks(
   x = sample_inputs(key, num_tasks, num_support + num_query, family)
   y = sinusoids(x)
   return base.Task(
-      support=(x[:, :num_support], y[:, :num_support]),
-      query=(x[:, num_support:], y[:, num_support:]),
+    support=(x[:, :num_support], y[:, :num_support]),
+    query=(x[:, num_support:], y[:, num_support:]),
   )
 
 
 def sample_tasks(
-    key: jax.Array,
-    num_tasks: int,
-    num_support: int,
-    num_query: int,
-    family: SinusoidFamily = SinusoidFamily(),
+  key: jax.Array,
+  num_tasks: int,
+  num_support: int,
+  num_query: int,
+  family: SinusoidFamily = SinusoidFamily(),
 ) -> base.Task:
   """Draws a meta-batch of sinusoid regression tasks.
 
@@ -112,5 +114,5 @@ def sample_tasks(
   """
   sinusoid_key, input_key = jax.random.split(key)
   return make_tasks(
-      input_key, sample_sinusoids(sinusoid_key, num_tasks, family),
-      num_support, num_query, family)
+    input_key, sample_sinusoids(sinusoid_key, num_tasks, family), num_support, num_query, family
+  )

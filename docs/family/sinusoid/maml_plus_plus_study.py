@@ -35,15 +35,22 @@ def main() -> None:
   params = model.init(jax.random.key(args.seed), jnp.zeros([1, 1]))['params']
   loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
   learner = jaxmaml.maml_plus_plus(
-      loss_fn, inner_lr=0.01, num_steps=5, learn_inner_lr=True,
-      msl_iterations=0 if args.variant == 'nomsl' else 2000)
+    loss_fn,
+    inner_lr=0.01,
+    num_steps=5,
+    learn_inner_lr=True,
+    msl_iterations=0 if args.variant == 'nomsl' else 2000,
+  )
   optimizer = optax.adam(optax.cosine_decay_schedule(1e-3, args.iterations, alpha=1e-2))
   if args.variant == 'clipgrad':
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optimizer)
   state = jaxmaml.init_train_state(learner.init(params), optimizer)
   step = jaxmaml.make_meta_step(learner, optimizer)
-  sample = jax.jit(lambda key: sinusoid.sample_tasks(
-      key, num_tasks=25, num_support=args.shots, num_query=args.shots))
+  sample = jax.jit(
+    lambda key: sinusoid.sample_tasks(
+      key, num_tasks=25, num_support=args.shots, num_query=args.shots
+    )
+  )
   key = jax.random.key(100 + args.seed)
   for it in range(args.iterations):
     state, metrics = step(state, sample(jax.random.fold_in(key, it)))
@@ -52,10 +59,14 @@ def main() -> None:
       state = state._replace(params={**state.params, 'inner_lr': rates})
     loss = float(jnp.mean(metrics['loss']))
     if it % 250 == 0 or not np.isfinite(loss):
-      rates = np.stack([np.asarray(r) for r in jax.tree_util.tree_leaves(
-          state.params['inner_lr'])])  # [parameter arrays, steps]
-      print(f'{it} loss {loss:.3f} rates min {rates.min():.4f} max {rates.max():.4f} '
-            f'per-step max {np.round(rates.max(0), 3)}', flush=True)
+      rates = np.stack(
+        [np.asarray(r) for r in jax.tree_util.tree_leaves(state.params['inner_lr'])]
+      )  # [parameter arrays, steps]
+      print(
+        f'{it} loss {loss:.3f} rates min {rates.min():.4f} max {rates.max():.4f} '
+        f'per-step max {np.round(rates.max(0), 3)}',
+        flush=True,
+      )
       if not np.isfinite(loss):
         break
 

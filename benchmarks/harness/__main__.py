@@ -1,0 +1,3 @@
+from benchmarks.harness import cli
+
+cli.main()

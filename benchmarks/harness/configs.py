@@ -1,0 +1,103 @@
+"""What the harness measures: the MAML variants, the family and the problem shapes."""
+
+from typing import NamedTuple
+
+VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner steps).
+  'second_order': dict(first_order=False, remat=False),
+  'first_order': dict(first_order=True, remat=False),
+  'second_order_remat': dict(first_order=False, remat=True),
+  'second_order_remat_sqrt': dict(first_order=False, remat='sqrt'),
+}
+
+
+# The family: each algorithm's Omniglot 5-way 1-shot run, as overrides (the
+# flat field names of ``experiments.cli.override``) of the MAML paper's config
+# (``TRAINING_CONFIG``). Its meta-step measurement takes the algorithm fields
+# and ``train_inner_steps`` and keeps the shape's meta-batch and inner rate.
+TRAINING_CONFIG = 'omniglot_5way1shot'  # Of ``experiments.fewshot.config.CONFIGS``.
+FAMILY = {
+  'maml': {},
+  'fomaml': dict(first_order=True),
+  'anil': dict(algorithm='anil'),
+  'meta_sgd': dict(algorithm='meta_sgd'),
+  # MAML++'s Omniglot config: 5 steps at 0.1 (learned per layer and step),
+  # meta-batch 8, MSL over the first 10 epochs of 500 iterations, cosine.
+  'maml_plus_plus': dict(
+    algorithm='maml_plus_plus',
+    inner_lr=0.1,
+    train_inner_steps=5,
+    eval_inner_steps=5,
+    meta_batch_size=8,
+    msl_iterations=5000,
+    outer_schedule='cosine',
+  ),
+  # Reptile: 5 inner SGD steps (50 at test), meta-batch 5, outer step 1
+  # annealed linearly to 0 (the paper's schedule; it uses inner Adam).
+  'reptile': dict(
+    algorithm='reptile',
+    inner_lr=0.1,
+    train_inner_steps=5,
+    eval_inner_steps=50,
+    meta_batch_size=5,
+    outer_lr=1.0,
+    outer_schedule='linear',
+  ),
+  # Reptile as its paper trains Omniglot 5-way 1-shot: 10 training shots per
+  # class, 5 inner Adam (b1=0) steps at 0.001 on shuffled batches of 10, 50
+  # steps at test on the 1-shot support.
+  'reptile_paper': dict(
+    algorithm='reptile',
+    inner_optimizer='adam',
+    inner_lr=0.001,
+    train_shots=10,
+    inner_batch_size=10,
+    train_inner_steps=5,
+    eval_inner_steps=50,
+    meta_batch_size=5,
+    outer_lr=1.0,
+    outer_schedule='linear',
+  ),
+  # iMAML: 10 proximal steps at 0.1, lambda 2, 5 CG iterations.
+  'imaml': dict(
+    algorithm='imaml',
+    inner_lr=0.1,
+    train_inner_steps=10,
+    eval_inner_steps=10,
+    imaml_reg=2.0,
+    cg_steps=5,
+  ),
+  # iMAML with the authors' Omniglot settings: 16 steps at 0.1, lambda 2,
+  # 5 CG iterations on their damped system (cg_damping 1, reg_damping 10).
+  'imaml_damped': dict(
+    algorithm='imaml',
+    inner_lr=0.1,
+    train_inner_steps=16,
+    eval_inner_steps=16,
+    imaml_reg=2.0,
+    cg_steps=5,
+    cg_damping=1.0,
+    reg_damping=10.0,
+  ),
+  'protonets': dict(algorithm='protonets'),
+}
+
+
+class Shape(NamedTuple):
+  """A problem: the model and the meta-batch it is trained on."""
+
+  model: str  # 'mlp' (sinusoid) or 'conv4' (Omniglot, 28x28x1).
+  ways: int
+  shots: int
+  queries: int
+  meta_batch_size: int
+  inner_lr: float
+  inner_steps: int
+  task_map: str
+  batch_size: int | None = None
+
+
+SHAPES = {  # Hyperparameters of the MAML paper; task mapping as in our configs.
+  'sinusoid': Shape('mlp', 1, 10, 10, 25, 0.01, 1, 'vmap'),
+  'omniglot_5way1shot': Shape('conv4', 5, 1, 1, 32, 0.4, 1, 'map', 4),
+  'omniglot_20way1shot': Shape('conv4', 20, 1, 1, 16, 0.1, 5, 'map', 4),
+}

@@ -1,0 +1,268 @@
+"""The one resumable meta-training loop of the experiments (and of the
+benchmarks' equal-budget runs).
+
+``resume(checkpoints, state)`` restores the latest checkpoint (refusing one
+written with another training config) and the best-on-validation parameters;
+``run(step, resumed, checkpoints, cadence)`` then calls ``step`` until
+``num_iterations`` or the time budget, checks and logs the metrics every
+``log_every`` iterations (to a progress bar and ``log.jsonl``), validates
+every ``eval_every`` (keeping the best parameters), and checkpoints every
+``checkpoint_every``. The task stream is keyed by iteration, so a resumed run
+computes exactly what an uninterrupted one would.
+"""
+
+from collections.abc import Callable
+import json
+import math
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import tqdm
+
+import jaxmaml
+from jaxmaml.checkpoint import restore_checkpoint
+from jaxmaml.checkpoint import save_checkpoint
+
+
+class Cadence(NamedTuple):
+  """How long a run lasts and how often it logs, validates and checkpoints (iterations)."""
+
+  num_iterations: int
+  log_every: int
+  checkpoint_every: int
+  eval_every: int | None = None  # None: no validation.
+  time_budget_s: float | None = None  # Seconds of meta-training (validation excluded).
+
+
+class Checkpoints(NamedTuple):
+  """Where a run checkpoints, and the training config every checkpoint records.
+
+  Attributes:
+    path: the latest state (``MetaTrainState`` and progress).
+    config: the fields that change what training computes, by name: a
+      checkpoint resumes only with the same values.
+    added_defaults: the values of fields that older checkpoints lack (they
+      were written with these).
+    best_path: the best parameters on validation (None: no validation).
+    metadata: more JSON written into every checkpoint, not checked.
+  """
+
+  path: str
+  config: dict
+  added_defaults: dict | None = None
+  best_path: str | None = None
+  metadata: dict | None = None
+
+
+class Resumed(NamedTuple):
+  """Where a run stands.
+
+  Attributes:
+    state: the ``MetaTrainState``.
+    best_params: the best meta-parameters on validation so far (without
+      validation: those of ``state``).
+    progress: ``wall_time_s`` and ``eval_time_s`` (time spent validating) so
+      far, and with validation ``best_val`` (accuracy, %) and ``best_step``.
+    smoothed: the moving average of the first logged metric at the last log
+      of this process's run (None before).
+  """
+
+  state: jaxmaml.MetaTrainState
+  best_params: jaxmaml.Params
+  progress: dict
+  smoothed: float | None = None
+
+
+def resume(checkpoints: Checkpoints, state: jaxmaml.MetaTrainState) -> Resumed:
+  """``state`` restored from ``checkpoints`` (as it is when there are none).
+
+  Raises:
+    ValueError: if the checkpoint was written with another training config,
+      or does not match the structure of ``state``.
+  """
+  progress = {'wall_time_s': 0.0, 'eval_time_s': 0.0}
+  if checkpoints.best_path is not None:
+    progress.update(best_val=-1.0, best_step=0)
+  initial_params = state.params
+  restored = restore_checkpoint(checkpoints.path, state)
+  if restored is not None:
+    state, saved = restored
+    config = {**(checkpoints.added_defaults or {}), **saved.get('config', {})}
+    if config != json.loads(json.dumps(checkpoints.config)):
+      raise ValueError(
+        f'{checkpoints.path} was written with a different training config '
+        f'({saved.get("config")}); use another --workdir or delete it.'
+      )
+    # The sinusoid's first checkpoints kept the wall time alone.
+    progress.update(saved.get('progress', {'wall_time_s': saved.get('wall_time_s', 0.0)}))
+  best_params = state.params
+  restored_best = (
+    None
+    if checkpoints.best_path is None
+    else restore_checkpoint(checkpoints.best_path, initial_params)
+  )
+  if restored_best is not None:
+    best_params, best = restored_best
+    if best['accuracy'] >= progress['best_val']:  # Saved after the last state checkpoint.
+      progress.update(best_val=best['accuracy'], best_step=best['step'])
+  return Resumed(state, best_params, progress)
+
+
+def run(
+  step: Callable[[jaxmaml.MetaTrainState, int], tuple[jaxmaml.MetaTrainState, dict]],
+  resumed: Resumed,
+  checkpoints: Checkpoints,
+  cadence: Cadence,
+  *,
+  metrics: tuple[str, ...] = ('loss',),
+  validate: Callable[[jaxmaml.Params], dict] | None = None,
+  log_path: str | None = None,
+  desc: str = '',
+) -> Resumed:
+  """Meta-trains from ``resumed`` to ``cadence.num_iterations`` (or the budget).
+
+  Only process 0 writes files and shows the bar.
+
+  Args:
+    step: ``(state, iteration) -> (state, metrics)``, one meta-step on the
+      tasks of ``iteration``; ``metrics`` hold per-task ``loss`` and the
+      others named in ``metrics``.
+    resumed: where the run stands (``resume``).
+    checkpoints: where to checkpoint, and the config to record.
+    cadence: how long, and how often to log, validate and checkpoint.
+    metrics: the metrics logged (their means over the meta-batch, as
+      ``train_<name>``); the bar shows a moving average of the first.
+    validate: ``params -> summary`` with ``accuracy`` (%, kept best on) and
+      the other figures to log (as ``val_<name>``; ``num_tasks`` is not
+      logged), every ``cadence.eval_every`` iterations and at the last.
+    log_path: where to append the JSON lines of the log (None: no log).
+    desc: the progress bar's label.
+
+  Returns:
+    Where the run stands at its end; ``progress['wall_time_s']`` includes
+    this call.
+
+  Raises:
+    FloatingPointError: at the first logged non-finite loss or meta-gradient.
+    ValueError: if ``resumed`` is past ``cadence.num_iterations``, or
+      ``validate`` comes without ``best_path`` or ``eval_every``.
+  """
+  if validate is not None and (checkpoints.best_path is None or cadence.eval_every is None):
+    raise ValueError('validate needs checkpoints.best_path and cadence.eval_every.')
+  state, best_params, progress, smoothed = resumed
+  progress = dict(progress)
+  start = int(state.step)
+  if start > cadence.num_iterations:
+    raise ValueError(
+      f'{checkpoints.path} is at iteration {start}, past '
+      f'num_iterations={cadence.num_iterations}; use another --workdir.'
+    )
+  primary = jax.process_index() == 0  # The one process that writes files.
+  log = open(log_path if primary and log_path else os.devnull, 'a')
+  begin = time.perf_counter()
+  elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
+  train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
+  times = lambda: {'time_s': elapsed(), 'meta_train_time_s': train_time()}
+  bar = tqdm.tqdm(
+    total=cadence.num_iterations,
+    initial=start,
+    unit='it',
+    dynamic_ncols=True,
+    desc=desc,
+    disable=not primary,
+  )
+  for it in range(start, cadence.num_iterations):
+    state, step_metrics = step(state, it)
+    done = it + 1
+    last = done == cadence.num_iterations or (
+      cadence.time_budget_s is not None and train_time() >= cadence.time_budget_s
+    )
+    if done % cadence.log_every == 0 or last:
+      means = {name: float(jnp.mean(step_metrics[name])) for name in metrics}
+      check_finite_updates(state.opt_state, done)
+      check_finite_loss(means['loss'], done)
+      first = means[metrics[0]]
+      smoothed = first if smoothed is None else 0.9 * smoothed + 0.1 * first
+      log.write(
+        json.dumps({'step': done, **{f'train_{k}': v for k, v in means.items()}, **times()}) + '\n'
+      )
+      postfix = {k: f'{v:.3f}' for k, v in {**means, metrics[0]: smoothed}.items()}
+      if validate is not None:
+        postfix['best_val'] = f'{progress["best_val"]:.1f}%'
+      bar.set_postfix(postfix)
+    if validate is not None and (done % cadence.eval_every == 0 or last):
+      eval_start = time.perf_counter()
+      summary = validate(state.params)
+      progress['eval_time_s'] += time.perf_counter() - eval_start
+      log.write(
+        json.dumps(
+          {
+            'step': done,
+            **{f'val_{k}': v for k, v in summary.items() if k != 'num_tasks'},
+            **times(),
+          }
+        )
+        + '\n'
+      )
+      if summary['accuracy'] > progress['best_val']:
+        progress.update(best_val=summary['accuracy'], best_step=done)
+        best_params = state.params
+        if primary:
+          save_checkpoint(checkpoints.best_path, best_params, {'step': done, **summary})
+    if done % cadence.checkpoint_every == 0 or last:
+      jax.block_until_ready(state)
+      if primary:
+        save_checkpoint(
+          checkpoints.path,
+          state,
+          {
+            'config': checkpoints.config,
+            **(checkpoints.metadata or {}),
+            'progress': {**progress, 'wall_time_s': elapsed()},
+          },
+        )
+      log.flush()
+    bar.update(1)
+    if last:
+      break
+  bar.close()
+  jax.block_until_ready(state)
+  progress['wall_time_s'] = elapsed()
+  log.close()
+  return Resumed(state, best_params if validate else state.params, progress, smoothed)
+
+
+def read_log(path: str) -> list[dict]:
+  """The rows ``run`` logged to ``path``."""
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def check_finite_loss(loss: float, iteration: int) -> None:
+  """Stops a run whose meta-training diverged, before it is checkpointed."""
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+      f'meta-training diverged: the mean query loss is {loss} at iteration {iteration}. '
+      'The last checkpoint holds the state before that; try a smaller outer_lr or '
+      'inner_lr.'
+    )
+
+
+def check_finite_updates(opt_state, iteration: int) -> None:
+  """Stops a low-precision run at its first non-finite meta-gradient.
+
+  ``opt_state`` comes from an ``optax.apply_if_finite`` optimizer (see
+  ``experiments.algorithms.make_optimizer``), which skipped that update: the
+  state is the last finite one, and may be checkpointed before this raises.
+  """
+  if isinstance(opt_state, optax.ApplyIfFiniteState) and int(opt_state.total_notfinite):
+    raise FloatingPointError(
+      f'{int(opt_state.total_notfinite)} meta-gradient(s) were not finite by iteration '
+      f'{iteration}; those updates were skipped and the saved state is the last finite one. '
+      'Low precision with second-order gradients is a known cause (the double backward '
+      'overflows in bfloat16): run with --precision float32, or --first_order.'
+    )
