@@ -135,10 +135,9 @@ def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation
     raise TypeError('inner_lr is required (a scalar, schedule or pytree).')
   if callable(inner_lr):
     inner_lr = jnp.broadcast_to(jnp.asarray(inner_lr(jnp.arange(num_steps))), (num_steps,))
-  if is_per_parameter(inner_lr):
-    checks.finite_leaves(inner_lr, 'inner_lr')
-    return scale_by_rates(inner_lr)
   checks.finite_leaves(inner_lr, 'inner_lr')
+  if is_per_parameter(inner_lr):
+    return scale_by_rates(inner_lr)
   if np.ndim(inner_lr) == 0:
     return optax.sgd(inner_lr)
   if np.ndim(inner_lr) == 1:

@@ -76,7 +76,7 @@ def remat_summary(rows: list[dict]) -> list[str]:
 
 
 def accuracy_table(rows: list[dict]) -> list[str]:
-  """Equal-budget training rows (``training.run_accuracy``) as Markdown table lines."""
+  """Equal-budget training rows (``training.train``) as Markdown table lines."""
   lines = [
     '| variant | budget (s) | iterations | test accuracy (%) | tasks |',
     '|---|---|---|---|---|',
