@@ -6,8 +6,9 @@ pieces algorithms share (``kit``), algorithms as records of pure
 functions (``maml``, ``anil``, ``meta_sgd``, ``maml_plus_plus``, ``reptile``,
 ``imaml``, ``protonets``), the meta-training step (``make_meta_step``), and
 evaluation (``evaluate``, ``mean_confidence_interval``), and data parallelism
-over tasks (``task_mesh``, ``replicate``, ``shard_tasks``) and mixed precision
-(``mixed_precision``).
+over tasks (``task_mesh``, ``replicate``, ``shard_tasks``), mixed precision
+(``mixed_precision``), models (``Conv4``, ``ResNet12``, ``MLP``) and their
+BatchNorm modes (``inductive_batch_norm``, ``jaxmaml.normalization``).
 """
 
 from jaxmaml.adapt import InnerLR
@@ -40,9 +41,13 @@ from jaxmaml.maml_plus_plus import maml_plus_plus
 from jaxmaml.meta_sgd import meta_sgd
 from jaxmaml.models import MLP
 from jaxmaml.models import Conv4
+from jaxmaml.models import ResNet12
 from jaxmaml.models import apply_fn
 from jaxmaml.models import batch_norm_params
 from jaxmaml.models import conv4_miniimagenet
+from jaxmaml.normalization import Referenced
+from jaxmaml.normalization import inductive_batch_norm
+from jaxmaml.normalization import inductive_task
 from jaxmaml.precision import mixed_precision
 from jaxmaml.protonets import protonets
 from jaxmaml.reptile import reptile
@@ -70,6 +75,8 @@ __all__ = (
   'MetaTrainState',
   'Metrics',
   'Params',
+  'Referenced',
+  'ResNet12',
   'Task',
   'TaskGradFn',
   'TaskLossFn',
@@ -85,6 +92,8 @@ __all__ = (
   'grad_of',
   'identity',
   'imaml',
+  'inductive_batch_norm',
+  'inductive_task',
   'init_train_state',
   'inner_sgd',
   'last_layer',

@@ -47,6 +47,10 @@ class Config:
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
+    batch_norm: BatchNorm statistics (``jaxmaml.normalization``):
+      'transductive' (the batch given, query included: the papers' setting),
+      'inductive' (a task's query is normalised with its support set's
+      statistics) or 'none'.
     bn_scale: learn a BatchNorm scale too (the original code has offsets only).
     task_map: how tasks are mapped in the meta-step and in evaluation:
       'auto' (``jaxmaml.default_task_map``: the mapping measured fastest for
@@ -73,6 +77,7 @@ class Config:
   num_devices: int | None = None
   rotate: bool = True
   conv: str = 'matmul'
+  batch_norm: str = 'transductive'
   bn_scale: bool = False
   task_map: str = 'auto'
   task_batch_size: int | None = None
@@ -106,6 +111,7 @@ class Config:
     for name in ('num_devices', 'train_shots', 'num_queries'):
       checks.optional_positive_int(getattr(self, name), name)
     cli.check_choice(self.dataset, 'dataset', DATASETS)
+    cli.check_choice(self.batch_norm, 'batch_norm', jaxmaml.normalization.MODES)
     cli.check_choice(self.task_map, 'task_map', ('auto',) + jaxmaml.tasks.TASK_MAPS)
     if self.time_budget_s is not None:
       checks.real_number(self.time_budget_s, 'time_budget_s', positive=True)

@@ -41,6 +41,7 @@ TRAINING_FIELDS = (
   'train_shots',
   'meta_batch_size',
   'rotate',
+  'batch_norm',
   'bn_scale',
   'image_size',
   'seed',
@@ -48,7 +49,7 @@ TRAINING_FIELDS = (
 ) + algorithms.TRAINING_FIELDS
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
-ADDED_FIELDS = ('train_shots',) + algorithms.ADDED_FIELDS
+ADDED_FIELDS = ('train_shots', 'batch_norm') + algorithms.ADDED_FIELDS
 
 
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
@@ -80,11 +81,17 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
 
 
 def model_and_learners(config: Config) -> tuple[nn.Module, algorithms.Learners]:
-  """The model (ProtoNets': without its head, the embedding) and its learners."""
+  """The model (ProtoNets': without its head, the embedding) and its learners,
+  with ``config.batch_norm``'s statistics."""
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
   headless = config.algo.algorithm == 'protonets'
-  model = make(None if headless else config.num_ways, conv=config.conv, bn_scale=config.bn_scale)
-  return model, algorithms.make_learners(
+  model = make(
+    None if headless else config.num_ways,
+    conv=config.conv,
+    batch_norm=config.batch_norm,
+    bn_scale=config.bn_scale,
+  )
+  learners = algorithms.make_learners(
     config.algo,
     jaxmaml.apply_fn(model),
     jaxmaml.cross_entropy_loss,
@@ -92,6 +99,9 @@ def model_and_learners(config: Config) -> tuple[nn.Module, algorithms.Learners]:
     per_step_bn=jaxmaml.batch_norm_params,
     num_ways=config.num_ways,
   )
+  if config.batch_norm == 'inductive':
+    learners = algorithms.Learners(*map(jaxmaml.inductive_batch_norm, learners))
+  return model, learners
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh | None:
@@ -175,7 +185,7 @@ def create_train_state(
   config: Config, model: nn.Module, learner, optimizer, key, channels: int
 ) -> jaxmaml.MetaTrainState:
   """The initial meta-parameters (``learner.init`` of the model's) and optimizer state."""
-  image = jnp.zeros([1, config.image_size, config.image_size, channels])
+  image = jaxmaml.Referenced(jnp.zeros([1, config.image_size, config.image_size, channels]))
   return jaxmaml.init_train_state(learner.init(model.init(key, image)['params']), optimizer)
 
 
