@@ -320,7 +320,7 @@ class ResNet12(nn.Module):
     num_classes: N; ``None`` leaves out the head (an embedding of 640).
     channels: the blocks' widths.
     batch_norm: ``'transductive'``, ``'inductive'`` or ``'none'``, as for
-      ``Conv4``. BatchNorm has a learned scale and offset.
+      ``Conv4``. BatchNorm has a learned scale and offset (``'none'``: neither).
     conv: ``'matmul'`` or ``'xla'``, see ``conv3x3``.
     drop_rate: DropBlock in the last two blocks (MetaOptNet: 0.1, block 5;
       it also anneals the rate and uses dropout in the first two, which this

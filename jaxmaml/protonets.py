@@ -98,7 +98,7 @@ def protonets(
     if embeddings.ndim != 2:
       raise ValueError(
         f'embed_fn must return embeddings [n, dim]; got shape {embeddings.shape} '
-        f'for the {name} inputs of shape {inputs.shape}.'
+        f'for the {name} inputs of shape {jax.tree_util.tree_map(jnp.shape, inputs)}.'
       )
     return embeddings
 

@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from benchmarks import measure
@@ -263,3 +264,68 @@ def test_gpu_script_on_tiny_sizes(tmp_path):
     assert r.get('tasks_per_s', 0) > 0 or 'unavailable' in r, r
   assert [r['num_tasks'] for r in report['eval']] == [8, 8]
   assert all(r['call_s_median'] > 0 for r in report['eval'])
+
+
+def test_memory_fit_budgets_and_tables(tmp_path):
+  """``memory_fits`` on rows of known memory: the line, the most inner steps
+  within each budget (checked against the line), flat variants unbounded,
+  failed rows left out; the tables and the plot render."""
+  gib = 2**30
+  growth = {'second_order': (1.5 * gib, 3 * gib), 'first_order': (gib, 0.0)}
+  rows = [
+    _step_row(
+      'resnet12_32', v, inner_steps=n, xla_peak_bytes=int(a + b * n), xla_temp_bytes=int(b * n)
+    )
+    for v, (a, b) in growth.items()
+    for n in (1, 3, 5)
+  ]
+  rows.append({'name': 'resnet12_32', 'variant': 'imaml', 'inner_steps': 5, 'error': ['OOM']})
+  del rows[0]['step_s_median']  # A compiled-only row.
+  fits = {f['variant']: f for f in reporting.memory_fits(rows)}
+  assert set(fits) == {'second_order', 'first_order'}
+  second = fits['second_order']
+  np.testing.assert_allclose(
+    [second['base_bytes'], second['per_step_bytes']], growth['second_order']
+  )
+  for label, budget in configs.MEMORY_BUDGETS_GIB.items():
+    steps = second['steps_within'][label]
+    assert 1.5 + 3 * steps <= budget < 1.5 + 3 * (steps + 1)
+  assert second['steps_within']['16 GiB (V100)'] == 4
+  assert set(fits['first_order']['steps_within'].values()) == {None}
+  text = reporting.markdown(
+    {
+      'matmul': {'n': 8, 'flop_per_s': 1e9},
+      'resnet12_memory': rows,
+      'resnet12_memory_fit': list(fits.values()),
+    }
+  )
+  assert '| resnet12_32 | second_order | 1 | 0.1 + 0.2 | compiled only | 3072.0 / 4608.0 |' in text
+  assert (
+    '| resnet12_32 | first_order | 1024.0 + 0.0 (1, 3, 5) | 0.0 | any (flat) | any (flat) |' in text
+  )
+  assert "error: ['OOM']" in text
+  reporting.plot_memory(rows, str(tmp_path / 'memory.png'))
+  assert os.path.getsize(tmp_path / 'memory.png') > 0
+
+
+def test_resnet12_meta_step_compiled_only():
+  """A compile-only row of the tiny ResNet-12 shape: XLA's memory, no step time."""
+  row = kernels.measure_meta_step('resnet12_tiny', 'second_order', 1, 2, 0.01, time_step=False)
+  assert row['xla_peak_bytes'] > row['xla_temp_bytes'] > 0 and row['compile_s'] > 0
+  assert 'step_s_median' not in row
+
+
+@pytest.mark.slow  # ~2 min: six ResNet-12 compiles.
+def test_resnet12_memory_grows_with_second_order_steps_only():
+  """Second order keeps every inner step's activations: its memory grows with
+  the steps, by more than first order's and iMAML's (implicit gradient)."""
+  per_step = {}
+  for variant in ('second_order', 'first_order', 'imaml'):
+    rows = [
+      kernels.measure_meta_step('resnet12_tiny', variant, n, 2, 0.01, time_step=n == 2)
+      for n in (1, 2)
+    ]
+    per_step[variant] = rows[1]['xla_peak_bytes'] - rows[0]['xla_peak_bytes']
+    for key in POSITIVE:
+      assert math.isfinite(rows[1][key]) and rows[1][key] > 0, (key, rows[1])
+  assert per_step['second_order'] > 2 * max(per_step['first_order'], per_step['imaml'], 1)

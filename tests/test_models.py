@@ -124,10 +124,11 @@ def test_shapes_and_parameter_counts():
 
 
 def test_batch_statistics_are_transductive():
-  """With 'batch' BatchNorm an example's logits depend on the rest of the batch."""
+  """With 'batch' (an alias of 'transductive') BatchNorm an example's logits
+  depend on the rest of the batch, without BatchNorm they do not."""
   x = jax.random.uniform(jax.random.key(0), (6, 28, 28, 1))
   for batch_norm, depends in (('batch', True), ('none', False)):
-    model = Conv4(5, batch_norm=batch_norm)
+    model = Conv4(5, features=8, batch_norm=batch_norm)
     params = jax.jit(model.init)(jax.random.key(1), x)['params']
     apply = jax.jit(model.apply)
     full = apply({'params': params}, x)[:3]

@@ -10,6 +10,7 @@ import pytest
 
 import jaxmaml
 from jaxmaml import normalization
+from tests.utils import directional_derivatives
 from tests.utils import rel_l2
 
 MODELS = {
@@ -33,7 +34,14 @@ def _init(model, x):
   return jax.tree_util.tree_map(noise, mask, params, jax.tree_util.tree_unflatten(treedef, keys))
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize(
+  'name',
+  [
+    'conv4',
+    pytest.param('conv4_miniimagenet', marks=pytest.mark.slow),  # ~20 s
+    pytest.param('resnet12', marks=pytest.mark.slow),  # ~50 s
+  ],
+)
 def test_inductive_query_logits_ignore_other_queries(name):
   """A query's logits: bitwise equal under jit when the other queries are
   replaced; when they are removed, the compiled program changes shape (XLA
@@ -63,6 +71,7 @@ def test_inductive_query_logits_ignore_other_queries(name):
       assert np.max(np.abs(after_remove[0] - full[0])) > 1e-2
 
 
+@pytest.mark.slow  # ~20 s
 def test_inductive_removal_agrees_in_float64():
   with jax.enable_x64(True):
     model = jaxmaml.Conv4(5, features=8, batch_norm='inductive')
@@ -101,6 +110,7 @@ def _learners(model):
   }
 
 
+@pytest.mark.slow  # ~110 s: ten learners compiled.
 def test_inductive_learners_query_outputs_ignore_other_queries():
   """Through adaptation (MAML, ANIL, Meta-SGD, MAML++ with per-step BatchNorm)
   and ProtoNets' embeddings: replacing the other queries of a task leaves a
@@ -142,6 +152,7 @@ def test_inductive_learners_query_outputs_ignore_other_queries():
       assert abs(one_at_a_time - loss(query, labels)) > 1e-3
 
 
+@pytest.mark.slow  # ~40 s
 def test_inductive_support_statistics_are_the_support_sets():
   """The support set is normalised with its own statistics in both modes (same
   support loss); the query is not (different query loss)."""
@@ -199,8 +210,15 @@ def _learner(model, mode, kind):
   return jaxmaml.inductive_batch_norm(learner) if mode == 'inductive' else learner
 
 
-@pytest.mark.parametrize('kind', ['maml', 'maml++_per_step_bn'])
-@pytest.mark.parametrize('mode', normalization.MODES)
+@pytest.mark.parametrize(
+  'mode, kind',
+  [
+    # ~30-60 s each: the default suite has the Python-loop oracle instead.
+    pytest.param(mode, kind, marks=pytest.mark.slow)
+    for mode in normalization.MODES
+    for kind in ('maml', 'maml++_per_step_bn')
+  ],
+)
 def test_meta_gradient_matches_finite_differences(mode, kind):
   """Second-order meta-gradient over 3 tasks, float64: the directional
   derivative along 3 random unit directions against central differences
@@ -211,23 +229,14 @@ def test_meta_gradient_matches_finite_differences(mode, kind):
     meta_params = learner.init(params)
     grad = jax.jit(lambda p: jaxmaml.meta_gradient(learner, p, tasks)[0])(meta_params)
     loss = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: learner.task_loss(p, t)[0])(tasks)))
-    leaves, treedef = jax.tree_util.tree_flatten(meta_params)
-    for i in range(3):
-      keys = jax.random.split(jax.random.key(10 + i), len(leaves))
-      noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
-      norm = jnp.sqrt(sum(jnp.sum(d**2) for d in noise))
-      direction = jax.tree_util.tree_unflatten(treedef, [d / norm for d in noise])
-      shifted = lambda s: jax.tree_util.tree_map(lambda p, d: p + s * d, meta_params, direction)
-      eps = 1e-6
-      numeric = (loss(shifted(eps)) - loss(shifted(-eps))) / (2 * eps)
-      analytic = sum(
-        jnp.vdot(g, d)
-        for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(direction))
-      )
-      assert abs(float(analytic - numeric)) <= 1e-6 * abs(float(numeric)), (i, analytic, numeric)
+    for analytic, numeric in directional_derivatives(loss, grad, meta_params, jax.random.key(10)):
+      assert abs(analytic - numeric) <= 1e-6 * abs(numeric), (analytic, numeric)
 
 
-@pytest.mark.parametrize('mode', normalization.MODES)
+@pytest.mark.parametrize(
+  'mode',
+  ['inductive', *(pytest.param(m, marks=pytest.mark.slow) for m in ('transductive', 'none'))],
+)
 def test_meta_gradient_matches_python_loop_maml(mode):
   """``meta_gradient`` (vmapped over tasks, the scan inner loop,
   ``inductive_batch_norm``) against MAML written as a Python loop over tasks
@@ -251,8 +260,9 @@ def test_meta_gradient_matches_python_loop_maml(mode):
         p = jax.tree_util.tree_map(lambda w, d: w - 0.3 * d, p, g)
       return ce(p, query_in, yq)
 
+    task_grad = jax.jit(jax.grad(task_loss))
     grads = [
-      jax.grad(task_loss)(
+      task_grad(
         params, tasks.support[0][i], tasks.support[1][i], tasks.query[0][i], tasks.query[1][i]
       )
       for i in range(3)
@@ -267,14 +277,16 @@ def test_modes_and_errors():
     jaxmaml.ResNet12(5, batch_norm='running')
   x = jnp.zeros([2, 28, 28, 1])
   with pytest.raises(ValueError, match='inductive_batch_norm'):
-    jaxmaml.Conv4(5, batch_norm='inductive').init(jax.random.key(0), x)
+    jax.eval_shape(jaxmaml.Conv4(5, batch_norm='inductive').init, jax.random.key(0), x)
   with pytest.raises(ValueError, match='reference examples'):
-    jaxmaml.Conv4(5, batch_norm='inductive').init(
-      jax.random.key(0), normalization.Referenced(x, jnp.zeros([2, 14, 14, 1]))
+    jax.eval_shape(
+      jaxmaml.Conv4(5, batch_norm='inductive').init,
+      jax.random.key(0),
+      normalization.Referenced(x, jnp.zeros([2, 14, 14, 1])),
     )
   # Without normalisation the reference is ignored: outputs are the inputs' own.
-  model = jaxmaml.Conv4(5, batch_norm='none')
-  params = model.init(jax.random.key(0), x)['params']
+  model = jaxmaml.Conv4(5, features=4, batch_norm='none')
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
   y = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
   np.testing.assert_array_equal(
     model.apply({'params': params}, normalization.Referenced(y, x)),

@@ -34,6 +34,29 @@ def tiny_regression(
   return jaxmaml.mse_loss(jaxmaml.apply_fn(model)), cast(params), cast(tasks)
 
 
+def directional_derivatives(loss, grad, params, key, num_directions=3, eps=1e-6):
+  """``(analytic, central differences)`` of ``loss`` along random unit directions.
+
+  ``grad`` has the structure of ``params``; the directions are unit vectors
+  over all leaves, so ``eps`` is the step's length (float64 expected).
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  pairs = []
+  for direction_key in jax.random.split(key, num_directions):
+    keys = jax.random.split(direction_key, len(leaves))
+    noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    norm = jnp.sqrt(sum(jnp.sum(d**2) for d in noise))
+    direction = jax.tree_util.tree_unflatten(treedef, [d / norm for d in noise])
+    shifted = lambda s, d=direction: jax.tree_util.tree_map(lambda p, u: p + s * u, params, d)
+    numeric = (loss(shifted(eps)) - loss(shifted(-eps))) / (2 * eps)
+    analytic = sum(
+      jnp.vdot(g, u)
+      for g, u in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(direction))
+    )
+    pairs.append((float(analytic), float(numeric)))
+  return pairs
+
+
 def task(tasks, i):
   """Task ``i`` of a meta-batch."""
   return jax.tree_util.tree_map(lambda x: x[i], tasks)

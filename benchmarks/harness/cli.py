@@ -6,11 +6,13 @@ import os
 import sys
 import time
 
+from benchmarks import measure
 import benchmarks.harness
 from benchmarks.harness import reporting
 from benchmarks.harness import sections
 from benchmarks.harness import workers
 from benchmarks.harness.configs import FAMILY
+from benchmarks.harness.configs import MEMORY_STEPS
 from benchmarks.harness.configs import SHAPES
 
 
@@ -65,6 +67,27 @@ def parse_args(argv) -> argparse.Namespace:
     '--sweep_steps', nargs='+', type=int, default=None, help='default: 1 2 5 10 20 (--quick: 1 2 5)'
   )
   parser.add_argument(
+    '--memory_shapes',
+    nargs='+',
+    choices=[n for n, s in SHAPES.items() if s.model == 'resnet12'],
+    default=None,
+    help='shapes of the resnet12_memory section (default: resnet12_32 resnet12_84; '
+    '--quick: resnet12_tiny)',
+  )
+  parser.add_argument(
+    '--memory_steps',
+    nargs='+',
+    type=int,
+    default=list(MEMORY_STEPS),
+    help='inner steps of the resnet12_memory section, fitted linearly',
+  )
+  parser.add_argument(
+    '--memory_compile_only',
+    nargs='*',
+    default=['resnet12_84'],
+    help='resnet12_memory shapes compiled but not run (too slow to time on a CPU)',
+  )
+  parser.add_argument(
     '--task_map',
     choices=('vmap', 'map'),
     default=None,
@@ -79,6 +102,17 @@ def parse_args(argv) -> argparse.Namespace:
     type=float,
     default=0.2,
     help='each timed block repeats the step for at least this long',
+  )
+  parser.add_argument(
+    '--pause',
+    nargs='*',
+    type=int,
+    default=[],
+    help='PIDs (e.g. background trainings) stopped (SIGSTOP) during every timed '
+    'measurement and resumed after it',
+  )
+  parser.add_argument(
+    '--also_running', default='nothing', help='what else ran on the machine, recorded in the JSON'
   )
   parser.add_argument('--matmul_size', type=int, default=2048)
   parser.add_argument(
@@ -103,6 +137,7 @@ def parse_args(argv) -> argparse.Namespace:
   quick = args.quick
   defaults = dict(
     sweep_shapes=['sinusoid'] if quick else ['sinusoid', 'omniglot_5way1shot'],
+    memory_shapes=['resnet12_tiny'] if quick else ['resnet12_32', 'resnet12_84'],
     sweep_steps=[1, 2, 5] if quick else [1, 2, 5, 10, 20],
     repeats=5 if quick else 20,
     budget_s=30.0 if quick else 600.0,
@@ -115,8 +150,9 @@ def parse_args(argv) -> argparse.Namespace:
   for key in ('repeats', 'matmul_size', 'eval_every', 'num_val_tasks', 'num_test_tasks'):
     if getattr(args, key) < 1:
       parser.error(f'--{key} must be a positive int, got {getattr(args, key)}.')
-  if min(args.sweep_steps) < 1:
-    parser.error(f'--sweep_steps must be positive ints, got {args.sweep_steps}.')
+  for key in ('sweep_steps', 'memory_steps'):
+    if min(getattr(args, key)) < 1:
+      parser.error(f'--{key} must be positive ints, got {getattr(args, key)}.')
   if not args.budget_s > 0 or not args.min_block_s > 0:
     parser.error('--budget_s and --min_block_s must be positive.')
   return args
@@ -154,9 +190,10 @@ def main(argv=None) -> dict:
       os.path.join(args.out, 'harness.md'), lambda f: f.write(reporting.markdown(report).encode())
     )
 
-  report['matmul'] = workers.run_worker(
-    'matmul', n=args.matmul_size, repeats=args.repeats, min_block_s=args.min_block_s
-  )
+  with measure.paused(args.pause):
+    report['matmul'] = workers.run_worker(
+      'matmul', n=args.matmul_size, repeats=args.repeats, min_block_s=args.min_block_s
+    )
   print(f'dense matmul: {report["matmul"]["flop_per_s"] / 1e9:.1f} GFLOP/s', flush=True)
   context = sections.Context(args, report, save)
   for section in sections.SECTIONS:

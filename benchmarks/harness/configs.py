@@ -85,7 +85,7 @@ FAMILY = {
 class Shape(NamedTuple):
   """A problem: the model and the meta-batch it is trained on."""
 
-  model: str  # 'mlp' (sinusoid) or 'conv4' (Omniglot, 28x28x1).
+  model: str  # 'mlp' (sinusoid), 'conv4' (Omniglot, 28x28x1) or 'resnet12'.
   ways: int
   shots: int
   queries: int
@@ -94,10 +94,24 @@ class Shape(NamedTuple):
   inner_steps: int
   task_map: str
   batch_size: int | None = None
+  image_size: int = 28  # Square images; 3 channels for ResNet-12, 1 for Conv4.
+  widths: tuple[int, ...] | None = None  # ResNet-12's block widths; None: 64-160-320-640.
 
 
 SHAPES = {  # Hyperparameters of the MAML paper; task mapping as in our configs.
   'sinusoid': Shape('mlp', 1, 10, 10, 25, 0.01, 1, 'vmap'),
   'omniglot_5way1shot': Shape('conv4', 5, 1, 1, 32, 0.4, 1, 'map', 4),
   'omniglot_20way1shot': Shape('conv4', 20, 1, 1, 16, 0.1, 5, 'map', 4),
+  # ResNet-12 (64-160-320-640), 5-way 1-shot with 15 queries, 5 inner steps at
+  # MAML's miniImageNet rate; meta-batch 4 mapped one task at a time, so that
+  # the memory is one task's (tasks run one after another).
+  'resnet12_32': Shape('resnet12', 5, 1, 15, 4, 0.01, 5, 'map', 1, 32),
+  'resnet12_84': Shape('resnet12', 5, 1, 15, 4, 0.01, 5, 'map', 1, 84),
+  'resnet12_tiny': Shape('resnet12', 5, 1, 2, 2, 0.01, 2, 'map', 1, 16, (4, 4, 8, 8)),  # Tests.
 }
+
+# The resnet12_memory section: the variants (iMAML: the family's, on the
+# shape's inner rate) and the inner steps whose compiled memory is fitted.
+MEMORY_VARIANTS = (*VARIANTS, 'imaml')
+MEMORY_STEPS = (1, 3, 5)
+MEMORY_BUDGETS_GIB = {'16 GiB (V100)': 16, '80 GiB (A100, H100)': 80}

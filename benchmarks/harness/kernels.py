@@ -38,7 +38,7 @@ def _family_learner(name: str, shape: Shape, apply_fn, loss, inner_steps: int, p
       'precision': precision,
     }
   )
-  conv = shape.model == 'conv4'
+  conv = shape.model != 'mlp'
   return algorithms.make_learners(
     algo,
     apply_fn,
@@ -75,14 +75,28 @@ def build(
   if shape.model == 'mlp':
     model, loss = jaxmaml.MLP(features=(40, 40, 1)), jaxmaml.mse_loss
     tasks = sinusoid.sample_tasks(data_key, shape.meta_batch_size, shape.shots, shape.queries)
-  else:  # ProtoNets: the Conv4 without its head, the embedding.
-    model = jaxmaml.Conv4(None if family == 'protonets' else shape.ways)
+  else:  # ProtoNets: the network without its head, the embedding.
+    num_classes = None if family == 'protonets' else shape.ways
+    model = (
+      jaxmaml.ResNet12(num_classes, **({'channels': shape.widths} if shape.widths else {}))
+      if shape.model == 'resnet12'
+      else jaxmaml.Conv4(num_classes)
+    )
     loss = jaxmaml.cross_entropy_loss
     learner_kwargs['has_aux'] = True
+    channels = 3 if shape.model == 'resnet12' else 1
     tasks = problems.random_tasks(
-      data_key, shape.meta_batch_size, shape.ways, shape.shots, shape.queries
+      data_key,
+      shape.meta_batch_size,
+      shape.ways,
+      shape.shots,
+      shape.queries,
+      (shape.image_size, shape.image_size, channels),
+      binary=channels == 1,
     )
-  params = model.init(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))['params']
+  params = jax.jit(model.init)(init_key, jax.tree_util.tree_map(lambda x: x[0], tasks.support[0]))[
+    'params'
+  ]
   if family:
     learner = _family_learner(family, shape, jaxmaml.apply_fn(model), loss, inner_steps, precision)
   else:
@@ -105,6 +119,7 @@ def measure_meta_step(
   task_map: str | None = None,
   precision: str = 'float32',
   num_devices: int = 1,
+  time_step: bool = True,
 ) -> dict:
   """Compile time, step time, memory and FLOPs of one jitted meta-step.
 
@@ -116,6 +131,8 @@ def measure_meta_step(
     task_map: ``'vmap'`` or ``'map'`` instead of the shape's task mapping.
     precision: the model's compute dtype.
     num_devices: devices the meta-batch is split over.
+    time_step: run and time the step, and count its FLOPs; False compiles
+      only (lowering, compile time and XLA's memory analysis).
 
   Returns:
     A row of the report: the configuration, ``lower_s``, ``compile_s``, the
@@ -148,6 +165,20 @@ def measure_meta_step(
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  row = {
+    'shape': name,
+    'variant': variant,
+    'inner_steps': inner_steps,
+    'precision': precision,
+    'num_devices': num_devices,
+    'meta_batch_size': shape.meta_batch_size,
+    'task_map': shape.task_map + (f':{shape.batch_size}' if shape.batch_size else ''),
+    'lower_s': lower_s,
+    'compile_s': compile_s,
+    **measure.xla_memory(compiled),
+  }
+  if not time_step:
+    return {**row, 'rss_before_build_bytes': rss_before, 'peak_rss_bytes': measure.peak_rss_bytes()}
 
   # The family's inner loops are unrolled already (at most 10 steps).
   counted, _, _, _ = (
@@ -172,22 +203,13 @@ def measure_meta_step(
   )
   median = float(np.median(times))
   return {
-    'shape': name,
-    'variant': variant,
-    'inner_steps': inner_steps,
-    'precision': precision,
-    'num_devices': num_devices,
-    'meta_batch_size': shape.meta_batch_size,
-    'task_map': shape.task_map + (f':{shape.batch_size}' if shape.batch_size else ''),
-    'lower_s': lower_s,
-    'compile_s': compile_s,
+    **row,
     'step_s_median': median,
     'step_s_iqr': [float(np.percentile(times, 25)), float(np.percentile(times, 75))],
     'timed_blocks': len(times),
     'tasks_per_s': shape.meta_batch_size / median,
     'model_flops_per_step': float(flops),
     'achieved_flop_per_s': float(flops) / median,
-    **measure.xla_memory(compiled),
     'rss_before_build_bytes': rss_before,
     'peak_rss_bytes': measure.peak_rss_bytes(),
     'device_peak_bytes': measure.device_peak_bytes(),

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from benchmarks.harness.configs import MEMORY_BUDGETS_GIB
+from benchmarks.harness.configs import MEMORY_VARIANTS
 from benchmarks.harness.configs import VARIANTS
 
 # The report's meta-step tables and equal-budget accuracy tables, in order:
@@ -75,6 +77,92 @@ def remat_summary(rows: list[dict]) -> list[str]:
   return lines
 
 
+def memory_table(rows: list[dict], matmul_flop_per_s: float | None = None) -> list[str]:
+  """Memory rows (the ``resnet12_memory`` section) as Markdown table lines;
+  rows compiled but not run have no step time."""
+  del matmul_flop_per_s  # The rows' FLOP/s are in harness.json.
+  lines = [
+    '| shape | variant | inner steps | lower + compile (s) | step (s), median [IQR] '
+    '| XLA temp / peak (MiB) | device peak (MiB) |',
+    '|---' * 7 + '|',
+  ]
+  for r in rows:
+    if 'error' in r:
+      lines.append(f'| {r["name"]} | {r["variant"]} | {r["inner_steps"]} | error: {r["error"]} |')
+      continue
+    step = 'compiled only'
+    if 'step_s_median' in r:
+      lo, hi = r['step_s_iqr']
+      step = f'{r["step_s_median"]:.2f} [{lo:.2f}, {hi:.2f}]'
+    lines.append(
+      f'| {r["shape"]} | {r["variant"]} | {r["inner_steps"]} '
+      f'| {r["lower_s"]:.1f} + {r["compile_s"]:.1f} | {step} '
+      f'| {_mib(r["xla_temp_bytes"])} / {_mib(r["xla_peak_bytes"])} '
+      f'| {_mib(r.get("device_peak_bytes"))} |'
+    )
+  return lines
+
+
+def memory_fits(rows: list[dict]) -> list[dict]:
+  """Per shape and variant, XLA's peak memory as ``base + per_step * inner
+  steps`` through the two largest measured step counts (the growth where it is
+  extrapolated from; a one-step loop compiles to a different program), the
+  largest deviation of the other rows from that line, and the most inner steps
+  within each of ``MEMORY_BUDGETS_GIB`` by it (None where the memory does not
+  grow with the steps)."""
+  fits = []
+  good = [r for r in rows if 'error' not in r]
+  for name in dict.fromkeys(r['shape'] for r in good):
+    for variant in MEMORY_VARIANTS:
+      points = sorted(
+        (r['inner_steps'], r['xla_peak_bytes'])
+        for r in good
+        if r['shape'] == name and r['variant'] == variant
+      )
+      if len({s for s, _ in points}) < 2:
+        continue
+      steps, peak = (np.asarray(x, float) for x in zip(*points))
+      per_step = (peak[-1] - peak[-2]) / (steps[-1] - steps[-2])
+      base = peak[-1] - per_step * steps[-1]
+      grows = per_step > 2**20  # Less than a MiB per step: flat.
+      fits.append(
+        {
+          'shape': name,
+          'variant': variant,
+          'measured_steps': [int(s) for s in steps],
+          'base_bytes': float(base),
+          'per_step_bytes': float(per_step),
+          'max_deviation_bytes': float(np.max(np.abs(base + per_step * steps - peak))),
+          'steps_within': {
+            label: int(max(0, (gib * 2**30 - base) // per_step)) if grows else None
+            for label, gib in MEMORY_BUDGETS_GIB.items()
+          },
+        }
+      )
+  return fits
+
+
+def fit_table(fits: list[dict]) -> list[str]:
+  """``memory_fits`` as Markdown table lines."""
+  budgets = list(MEMORY_BUDGETS_GIB)
+  lines = [
+    '| shape | variant | MiB + MiB/step (measured steps) | largest deviation (MiB) | '
+    + ' | '.join(f'inner steps within {b}' for b in budgets)
+    + ' |',
+    '|---' * (4 + len(budgets)) + '|',
+  ]
+  for f in fits:
+    within = [
+      'any (flat)' if f['steps_within'][b] is None else str(f['steps_within'][b]) for b in budgets
+    ]
+    lines.append(
+      f'| {f["shape"]} | {f["variant"]} | {_mib(f["base_bytes"])} + '
+      f'{_mib(f["per_step_bytes"])} ({", ".join(map(str, f["measured_steps"]))}) '
+      f'| {_mib(f["max_deviation_bytes"])} | ' + ' | '.join(within) + ' |'
+    )
+  return lines
+
+
 def accuracy_table(rows: list[dict]) -> list[str]:
   """Equal-budget training rows (``training.train``) as Markdown table lines."""
   lines = [
@@ -101,6 +189,12 @@ def markdown(report: dict) -> str:
       lines += [f'## {title}', ''] + step_table(report[key], flop_per_s) + ['']
       if key == 'sweep':
         lines += remat_summary(report[key]) + ['']
+  if 'resnet12_memory' in report:
+    lines += ['## ResNet-12 memory against inner steps', ''] + memory_table(
+      report['resnet12_memory']
+    )
+    lines += ['', 'XLA peak = base + per step x inner steps, through the two largest step counts:', '']
+    lines += fit_table(report.get('resnet12_memory_fit', [])) + ['']
   for key, title in ACCURACY_TABLES:
     if isinstance(report.get(key), list):
       lines += [f'## {title}', ''] + accuracy_table(report[key]) + ['']
@@ -147,6 +241,25 @@ def plot_sweep(rows: list[dict], path: str) -> None:
     axes[0, col].set(title=name, ylabel='meta-step time (ms)', yscale='log')
     axes[1, col].set(xlabel='inner steps', ylabel='XLA peak memory (MiB)')
     axes[0, col].legend()
+  _save(fig, path)
+
+
+def plot_memory(rows: list[dict], path: str) -> None:
+  """XLA peak memory vs inner steps, one column per shape, one line per variant."""
+  rows = [r for r in rows if 'error' not in r]
+  names = list(dict.fromkeys(r['shape'] for r in rows))
+  fig, axes = _pyplot().subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    for variant in MEMORY_VARIANTS:
+      mine = sorted(
+        (r['inner_steps'], r['xla_peak_bytes'] / 2**30)
+        for r in rows
+        if r['shape'] == name and r['variant'] == variant
+      )
+      if mine:
+        ax.plot(*zip(*mine), 'o-', label=variant)
+    ax.set(title=name, xlabel='inner steps', ylabel='XLA peak memory (GiB)', ylim=(0, None))
+    ax.legend(fontsize=8)
   _save(fig, path)
 
 

@@ -15,9 +15,11 @@ import subprocess
 import sys
 from typing import NamedTuple
 
+from benchmarks import measure
 from benchmarks.harness import reporting
 from benchmarks.harness import workers
 from benchmarks.harness.configs import FAMILY
+from benchmarks.harness.configs import MEMORY_VARIANTS
 from benchmarks.harness.configs import SHAPES
 from benchmarks.harness.configs import VARIANTS
 
@@ -50,26 +52,28 @@ class Section(NamedTuple):
   description: str
 
 
-def _meta_steps(context: Context, key: str, configs) -> None:
+def _meta_steps(context: Context, key: str, configs, table=reporting.step_table) -> None:
   """``report[key]``: one fresh-process meta-step measurement per
-  ``(shape, variant, inner_steps, extra keyword arguments)`` of ``configs``."""
+  ``(shape, variant, inner_steps, extra keyword arguments)`` of ``configs``,
+  each printed as a line of ``table``."""
   args, report = context.args, context.report
   rows = report[key] = []
   for name, variant, steps, extra in configs:
-    rows.append(
-      workers.run_worker(
-        'meta_step',
-        name=name,
-        variant=variant,
-        inner_steps=steps,
-        task_map=args.task_map,
-        repeats=args.repeats,
-        min_block_s=args.min_block_s,
-        **extra,
+    with measure.paused(args.pause if extra.get('time_step', True) else []):
+      rows.append(
+        workers.run_worker(
+          'meta_step',
+          name=name,
+          variant=variant,
+          inner_steps=steps,
+          task_map=args.task_map,
+          repeats=args.repeats,
+          min_block_s=args.min_block_s,
+          **extra,
+        )
       )
-    )
     context.save()
-    print(reporting.step_table(rows[-1:], report['matmul']['flop_per_s'])[-1], flush=True)
+    print(table(rows[-1:], report['matmul']['flop_per_s'])[-1], flush=True)
 
 
 def _trained(context: Context, key: str, runs, plot: str | None = None) -> None:
@@ -182,6 +186,31 @@ def devices(context: Context) -> None:
   )
 
 
+def resnet12_memory(context: Context) -> None:
+  """``report['resnet12_memory']``: every variant of ``MEMORY_VARIANTS`` at each
+  of ``--memory_steps`` inner steps on each of ``--memory_shapes`` (timed at the
+  shape's own inner steps, compile-only otherwise and on
+  ``--memory_compile_only`` shapes); ``report['resnet12_memory_fit']``: the
+  linear fit of memory against inner steps, and the steps within each budget."""
+  args = context.args
+  _meta_steps(
+    context,
+    'resnet12_memory',
+    [
+      (n, v, s, {'time_step': s == SHAPES[n].inner_steps and n not in args.memory_compile_only})
+      for n in args.memory_shapes
+      for v in MEMORY_VARIANTS
+      for s in args.memory_steps
+    ],
+    reporting.memory_table,
+  )
+  context.report['resnet12_memory_fit'] = reporting.memory_fits(context.report['resnet12_memory'])
+  context.save()
+  reporting.plot_memory(
+    context.report['resnet12_memory'], os.path.join(args.out, 'resnet12_memory.png')
+  )
+
+
 def peers(context: Context) -> None:
   """``report['peers']``: the peers' shape table (``benchmarks.peers``), if
   PyTorch is installed."""
@@ -238,6 +267,13 @@ SECTIONS = (
     devices,
     'the Omniglot 5-way 1-shot second-order meta-step with its 32 tasks split over '
     '--device_counts devices (simulated on CPU: the overhead, not a speed-up)',
+  ),
+  Section(
+    'resnet12_memory',
+    resnet12_memory,
+    'second-order MAML on ResNet-12 (5-way 1-shot, 15 queries) without remat, with '
+    'remat and two-level remat, first order and iMAML: memory against inner steps, '
+    'step time, and the inner steps that fit in 16 and 80 GiB (resnet12_memory.png)',
   ),
   Section('peers', peers, 'benchmarks.peers (PyTorch, learn2learn), if PyTorch is installed'),
 )
