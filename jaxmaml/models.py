@@ -293,15 +293,18 @@ class ResidualBlock(nn.Module):
   def __call__(self, x: jax.Array, reference: jax.Array | None = None):
     init = nn.initializers.he_normal()
     shortcut = self.param('shortcut', init, (x.shape[-1], self.features))
-    residual = BatchNorm(self.batch_norm)(*_both(lambda y: y @ shortcut, x, reference))
+    short, short_reference = BatchNorm(self.batch_norm)(
+      *_both(lambda y: y @ shortcut, x, reference)
+    )
     for i in range(3):
       kernel = self.param(f'conv{i}', init, (3, 3, x.shape[-1], self.features))
       x, reference = _both(lambda y, k=kernel: conv3x3(y, k, 1, self.conv), x, reference)
       x, reference = BatchNorm(self.batch_norm)(x, reference)
       if i < 2:
         x, reference = _both(lambda y: nn.leaky_relu(y, 0.1), x, reference)
-    x = nn.leaky_relu(x + residual[0], 0.1)
-    reference = None if reference is None else nn.leaky_relu(reference + residual[1], 0.1)
+    x = nn.leaky_relu(x + short, 0.1)
+    if reference is not None and short_reference is not None:
+      reference = nn.leaky_relu(reference + short_reference, 0.1)
     x, reference = _both(max_pool_2x2, x, reference)
     if self.drop_rate > 0 and not self.deterministic:
       drop = lambda y: drop_block(y, self.make_rng('dropout'), self.drop_rate, self.drop_block_size)

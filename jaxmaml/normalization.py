@@ -96,8 +96,8 @@ def batch_norm(
   axes = tuple(range(source.ndim - 1))
   mean = jnp.mean(source, axis=axes)
   scale = jax.lax.rsqrt(jnp.mean(jnp.square(source - mean), axis=axes) + EPSILON)
-  norm = lambda y: None if y is None else ((y.astype(source.dtype) - mean) * scale).astype(dtype)
-  return norm(x), norm(reference)
+  norm = lambda y: ((y.astype(source.dtype) - mean) * scale).astype(dtype)
+  return norm(x), None if reference is None else norm(reference)
 
 
 def inductive_task(task: base.Task) -> base.Task:

@@ -308,6 +308,7 @@ def test_memory_fit_budgets_and_tables(tmp_path):
   assert os.path.getsize(tmp_path / 'memory.png') > 0
 
 
+@pytest.mark.slow  # ~20 s
 def test_resnet12_meta_step_compiled_only():
   """A compile-only row of the tiny ResNet-12 shape: XLA's memory, no step time."""
   row = kernels.measure_meta_step('resnet12_tiny', 'second_order', 1, 2, 0.01, time_step=False)

@@ -117,6 +117,7 @@ def test_drop_block():
   assert set(np.unique(small)) <= {0.0, float(small.max())}
 
 
+@pytest.mark.slow  # ~25 s: three ResNet-12 compiles.
 def test_drop_block_in_the_last_two_blocks_only():
   x = jax.random.normal(jax.random.key(0), (5, 16, 16, 3))
   model = jaxmaml.ResNet12(5, channels=(4, 4, 4, 4), drop_rate=0.3)

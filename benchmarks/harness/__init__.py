@@ -12,8 +12,10 @@ time, validation excluded, then tested on 600 tasks; needs the Omniglot data),
 ``configs.FAMILY``, with its own hyperparameters), ``precision`` (float32 vs
 bfloat16, ``jaxmaml.mixed_precision``), ``devices`` (the meta-batch split over
 devices with ``make_meta_step(..., mesh=...)``; simulated on CPU, where they
-share the machine's cores: the overhead of the split, not a speed-up) and
-``peers`` (``benchmarks.peers``, if PyTorch is installed).
+share the machine's cores: the overhead of the split, not a speed-up),
+``resnet12_memory`` (second-order MAML on ResNet-12 with and without remat,
+first order and iMAML: memory against inner steps, the steps within 16 and 80
+GiB) and ``peers`` (``benchmarks.peers``, if PyTorch is installed).
 
 A meta-step measurement reports lowering and compile time (separately),
 steady-state time of the whole jitted meta-step (Optax update included; median

@@ -193,7 +193,7 @@ def markdown(report: dict) -> str:
     lines += ['## ResNet-12 memory against inner steps', ''] + memory_table(
       report['resnet12_memory']
     )
-    lines += ['', 'XLA peak = base + per step x inner steps, through the two largest step counts:', '']
+    lines += ['', 'XLA peak = base + per step x inner steps (the two largest step counts):', '']
     lines += fit_table(report.get('resnet12_memory_fit', [])) + ['']
   for key, title in ACCURACY_TABLES:
     if isinstance(report.get(key), list):
