@@ -58,22 +58,32 @@ def step_table(rows: list[dict], matmul_flop_per_s: float) -> list[str]:
   return lines
 
 
+def _series(rows: list[dict], variants):
+  """``(shape, variant, [(inner_steps, row), ...] by steps)`` for each shape of
+  the rows without an error and each of ``variants`` measured there."""
+  rows = [r for r in rows if 'error' not in r]
+  for name in dict.fromkeys(r['shape'] for r in rows):
+    for variant in variants:
+      mine = sorted(
+        ((r['inner_steps'], r) for r in rows if r['shape'] == name and r['variant'] == variant),
+        key=lambda pair: pair[0],
+      )
+      if mine:
+        yield name, variant, mine
+
+
 def remat_summary(rows: list[dict]) -> list[str]:
   """Peak memory at the most inner steps relative to one step, per variant."""
   lines = []
-  for name in dict.fromkeys(r['shape'] for r in rows if 'error' not in r):
-    for variant in VARIANTS:
-      mine = sorted(
-        (r['inner_steps'], r) for r in rows if r.get('shape') == name and r['variant'] == variant
+  for name, variant, mine in _series(rows, VARIANTS):
+    if len(mine) > 1 and mine[0][0] == 1:
+      (_, one), (steps, most) = mine[0], mine[-1]
+      lines.append(
+        f'- {name}, {variant}: XLA peak memory '
+        f'x{most["xla_peak_bytes"] / one["xla_peak_bytes"]:.2f}'
+        f' and step time x{most["step_s_median"] / one["step_s_median"]:.1f} '
+        f'from 1 to {steps} inner steps'
       )
-      if len(mine) > 1 and mine[0][0] == 1:
-        (_, one), (steps, most) = mine[0], mine[-1]
-        lines.append(
-          f'- {name}, {variant}: XLA peak memory '
-          f'x{most["xla_peak_bytes"] / one["xla_peak_bytes"]:.2f}'
-          f' and step time x{most["step_s_median"] / one["step_s_median"]:.1f} '
-          f'from 1 to {steps} inner steps'
-        )
   return lines
 
 
@@ -111,16 +121,9 @@ def memory_fits(rows: list[dict]) -> list[dict]:
   within each of ``MEMORY_BUDGETS_GIB`` by it (None where the memory does not
   grow with the steps)."""
   fits = []
-  good = [r for r in rows if 'error' not in r]
-  for name in dict.fromkeys(r['shape'] for r in good):
-    for variant in MEMORY_VARIANTS:
-      points = sorted(
-        (r['inner_steps'], r['xla_peak_bytes'])
-        for r in good
-        if r['shape'] == name and r['variant'] == variant
-      )
-      if len({s for s, _ in points}) < 2:
-        continue
+  for name, variant, mine in _series(rows, MEMORY_VARIANTS):
+    points = [(n, r['xla_peak_bytes']) for n, r in mine]
+    if len({n for n, _ in points}) >= 2:
       steps, peak = (np.asarray(x, float) for x in zip(*points))
       per_step = (peak[-1] - peak[-2]) / (steps[-1] - steps[-2])
       base = peak[-1] - per_step * steps[-1]
@@ -246,18 +249,14 @@ def plot_sweep(rows: list[dict], path: str) -> None:
 
 def plot_memory(rows: list[dict], path: str) -> None:
   """XLA peak memory vs inner steps, one column per shape, one line per variant."""
-  rows = [r for r in rows if 'error' not in r]
-  names = list(dict.fromkeys(r['shape'] for r in rows))
+  series = list(_series(rows, MEMORY_VARIANTS))
+  names = list(dict.fromkeys(name for name, _, _ in series))
   fig, axes = _pyplot().subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
   for ax, name in zip(axes[0], names):
-    for variant in MEMORY_VARIANTS:
-      mine = sorted(
-        (r['inner_steps'], r['xla_peak_bytes'] / 2**30)
-        for r in rows
-        if r['shape'] == name and r['variant'] == variant
+    for _, variant, mine in (s for s in series if s[0] == name):
+      ax.plot(
+        [n for n, _ in mine], [r['xla_peak_bytes'] / 2**30 for _, r in mine], 'o-', label=variant
       )
-      if mine:
-        ax.plot(*zip(*mine), 'o-', label=variant)
     ax.set(title=name, xlabel='inner steps', ylabel='XLA peak memory (GiB)', ylim=(0, None))
     ax.legend(fontsize=8)
   _save(fig, path)
