@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run run-full lint format test test-slow bench bench-peers clean
+.PHONY: install run run-full lint format docs test test-slow bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ lint: install
 format: install  # rewrites files: imports sorted, code formatted
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: install  # the API site, warnings as errors: HTML in build/docs, then every page's code run
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html -d build/docs/.doctrees docs/site build/docs
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b doctest -d build/docs/.doctrees docs/site build/doctest
 
 test: install
 	$(PY) -m pytest -q

@@ -5,17 +5,20 @@ benchmarks' equal-budget runs).
 written with another training config) and the best-on-validation parameters;
 ``run(step, resumed, checkpoints, cadence)`` then calls ``step`` until
 ``num_iterations`` or the time budget, checks and logs the metrics every
-``log_every`` iterations (to a progress bar and ``log.jsonl``), validates
-every ``eval_every`` (keeping the best parameters), and checkpoints every
-``checkpoint_every``. The task stream is keyed by iteration, so a resumed run
-computes exactly what an uninterrupted one would.
+``log_every`` iterations (to a progress bar and the ``experiments.logs``
+writers: ``log.jsonl``, TensorBoard), validates every ``eval_every`` (keeping
+the best parameters), and checkpoints every ``checkpoint_every`` (Orbax,
+``jaxmaml.checkpoint``). The task stream is keyed by iteration, so a resumed
+run computes exactly what an uninterrupted one would.
 """
 
 from collections.abc import Callable
+import contextlib
 import json
 import math
 import os
 import time
+import typing
 from typing import NamedTuple
 
 import jax
@@ -23,9 +26,9 @@ import jax.numpy as jnp
 import optax
 import tqdm
 
+from experiments import logs
 import jaxmaml
-from jaxmaml.checkpoint import restore_checkpoint
-from jaxmaml.checkpoint import save_checkpoint
+from jaxmaml import checkpoint
 
 
 class Cadence(NamedTuple):
@@ -42,13 +45,19 @@ class Checkpoints(NamedTuple):
   """Where a run checkpoints, and the training config every checkpoint records.
 
   Attributes:
-    path: the latest state (``MetaTrainState`` and progress).
+    path: the directory of the latest state (``MetaTrainState`` and
+      progress), an Orbax checkpoint manager's.
     config: the fields that change what training computes, by name: a
       checkpoint resumes only with the same values.
     added_defaults: the values of fields that older checkpoints lack (they
       were written with these).
-    best_path: the best parameters on validation (None: no validation).
+    best_path: the directory of the best parameters on validation (None: no
+      validation).
     metadata: more JSON written into every checkpoint, not checked.
+    msgpack_path, msgpack_best_path: the single-file checkpoints of jaxmaml
+      before Orbax (``jaxmaml.checkpoint.restore_msgpack``), read when
+      ``path`` (``best_path``) holds none; never written.
+    async_save: write checkpoints in the background (Orbax's async saving).
   """
 
   path: str
@@ -56,6 +65,9 @@ class Checkpoints(NamedTuple):
   added_defaults: dict | None = None
   best_path: str | None = None
   metadata: dict | None = None
+  msgpack_path: str | None = None
+  msgpack_best_path: str | None = None
+  async_save: bool = False
 
 
 class Resumed(NamedTuple):
@@ -88,7 +100,7 @@ def resume(checkpoints: Checkpoints, state: jaxmaml.MetaTrainState) -> Resumed:
   if checkpoints.best_path is not None:
     progress.update(best_val=-1.0, best_step=0)
   initial_params = state.params
-  restored = restore_checkpoint(checkpoints.path, state)
+  restored = _restore(checkpoints.path, checkpoints.msgpack_path, state)
   if restored is not None:
     state, saved = restored
     config = {**(checkpoints.added_defaults or {}), **saved.get('config', {})}
@@ -103,13 +115,26 @@ def resume(checkpoints: Checkpoints, state: jaxmaml.MetaTrainState) -> Resumed:
   restored_best = (
     None
     if checkpoints.best_path is None
-    else restore_checkpoint(checkpoints.best_path, initial_params)
+    else _restore(checkpoints.best_path, checkpoints.msgpack_best_path, initial_params)
   )
   if restored_best is not None:
     best_params, best = restored_best
     if best['accuracy'] >= progress['best_val']:  # Saved after the last state checkpoint.
       progress.update(best_val=best['accuracy'], best_step=best['step'])
   return Resumed(state, best_params, progress)
+
+
+def _restore(directory: str, msgpack_path: str | None, target):
+  """The latest checkpoint in ``directory``, else that of ``msgpack_path``, else None."""
+  if os.path.isdir(directory):
+    manager = checkpoint.checkpoint_manager(directory)
+    try:
+      restored = checkpoint.restore_checkpoint(manager, target)
+    finally:
+      manager.close()
+    if restored is not None:
+      return restored
+  return None if msgpack_path is None else checkpoint.restore_msgpack(msgpack_path, target)
 
 
 def run(
@@ -120,12 +145,14 @@ def run(
   *,
   metrics: tuple[str, ...] = ('loss',),
   validate: Callable[[jaxmaml.Params], dict] | None = None,
-  log_path: str | None = None,
+  log_dir: str | None = None,
+  log: tuple[str, ...] = ('jsonl',),
   desc: str = '',
 ) -> Resumed:
   """Meta-trains from ``resumed`` to ``cadence.num_iterations`` (or the budget).
 
-  Only process 0 writes files and shows the bar.
+  Every process takes part in the checkpoints (as Orbax expects); only
+  process 0 writes the logs and shows the bar.
 
   Args:
     step: ``(state, iteration) -> (state, metrics)``, one meta-step on the
@@ -139,7 +166,10 @@ def run(
     validate: ``params -> summary`` with ``accuracy`` (%, kept best on) and
       the other figures to log (as ``val_<name>``; ``num_tasks`` is not
       logged), every ``cadence.eval_every`` iterations and at the last.
-    log_path: where to append the JSON lines of the log (None: no log).
+    log_dir: where the logs are written (None: no logs).
+    log: which logs (``experiments.logs.LOGS``): ``'jsonl'`` appends JSON
+      lines to ``log_dir/log.jsonl``, ``'tensorboard'`` writes event files
+      to ``log_dir/tensorboard``.
     desc: the progress bar's label.
 
   Returns:
@@ -161,63 +191,71 @@ def run(
       f'{checkpoints.path} is at iteration {start}, past '
       f'num_iterations={cadence.num_iterations}; use another --workdir.'
     )
-  primary = jax.process_index() == 0  # The one process that writes files.
-  log = open(log_path if primary and log_path else os.devnull, 'a')
-  begin = time.perf_counter()
-  elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
-  train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
-  times = lambda: {'time_s': elapsed(), 'meta_train_time_s': train_time()}
-  bar = tqdm.tqdm(
-    total=cadence.num_iterations,
-    initial=start,
-    unit='it',
-    dynamic_ncols=True,
-    desc=desc,
-    disable=not primary,
-  )
-  for it in range(start, cadence.num_iterations):
-    state, step_metrics = step(state, it)
-    done = it + 1
-    last = done == cadence.num_iterations or (
-      cadence.time_budget_s is not None and train_time() >= cadence.time_budget_s
+  primary = jax.process_index() == 0  # The one process that writes the logs.
+  with contextlib.ExitStack() as stack:  # Closes what is open, also on an error.
+    writer = logs.open_writer(log_dir or '', log if log_dir and primary else (), start)
+    stack.callback(writer.close)
+    # Every process saves (Orbax coordinates them); closing waits for async saves.
+    state_manager = stack.enter_context(
+      checkpoint.checkpoint_manager(checkpoints.path, async_save=checkpoints.async_save)
     )
-    if done % cadence.log_every == 0 or last:
-      means = {name: float(jnp.mean(step_metrics[name])) for name in metrics}
-      check_finite_updates(state.opt_state, done)
-      check_finite_loss(means['loss'], done)
-      first = means[metrics[0]]
-      smoothed = first if smoothed is None else 0.9 * smoothed + 0.1 * first
-      log.write(
-        json.dumps({'step': done, **{f'train_{k}': v for k, v in means.items()}, **times()}) + '\n'
+    best_manager = None
+    if validate is not None:
+      best_manager = stack.enter_context(
+        checkpoint.checkpoint_manager(
+          typing.cast(str, checkpoints.best_path), async_save=checkpoints.async_save
+        )
       )
-      postfix = {k: f'{v:.3f}' for k, v in {**means, metrics[0]: smoothed}.items()}
-      if validate is not None:
-        postfix['best_val'] = f'{progress["best_val"]:.1f}%'
-      bar.set_postfix(postfix)
-    if validate is not None and (done % cadence.eval_every == 0 or last):
-      eval_start = time.perf_counter()
-      summary = validate(state.params)
-      progress['eval_time_s'] += time.perf_counter() - eval_start
-      log.write(
-        json.dumps(
+    begin = time.perf_counter()
+    elapsed = lambda: progress['wall_time_s'] + time.perf_counter() - begin
+    train_time = lambda: elapsed() - progress['eval_time_s']  # What time_budget_s limits.
+    times = lambda: {'time_s': elapsed(), 'meta_train_time_s': train_time()}
+    bar = tqdm.tqdm(
+      total=cadence.num_iterations,
+      initial=start,
+      unit='it',
+      dynamic_ncols=True,
+      desc=desc,
+      disable=not primary,
+    )
+    stack.callback(bar.close)
+    for it in range(start, cadence.num_iterations):
+      state, step_metrics = step(state, it)
+      done = it + 1
+      last = done == cadence.num_iterations or (
+        cadence.time_budget_s is not None and train_time() >= cadence.time_budget_s
+      )
+      if done % cadence.log_every == 0 or last:
+        means = {name: float(jnp.mean(step_metrics[name])) for name in metrics}
+        check_finite_updates(state.opt_state, done)
+        check_finite_loss(means['loss'], done)
+        first = means[metrics[0]]
+        smoothed = first if smoothed is None else 0.9 * smoothed + 0.1 * first
+        writer.write({'step': done, **{f'train_{k}': v for k, v in means.items()}, **times()})
+        postfix = {k: f'{v:.3f}' for k, v in {**means, metrics[0]: smoothed}.items()}
+        if validate is not None:
+          postfix['best_val'] = f'{progress["best_val"]:.1f}%'
+        bar.set_postfix(postfix)
+      if validate is not None and (done % cadence.eval_every == 0 or last):
+        eval_start = time.perf_counter()
+        summary = validate(state.params)
+        progress['eval_time_s'] += time.perf_counter() - eval_start
+        writer.write(
           {
             'step': done,
             **{f'val_{k}': v for k, v in summary.items() if k != 'num_tasks'},
             **times(),
           }
         )
-        + '\n'
-      )
-      if summary['accuracy'] > progress['best_val']:
-        progress.update(best_val=summary['accuracy'], best_step=done)
-        best_params = state.params
-        if primary:
-          save_checkpoint(checkpoints.best_path, best_params, {'step': done, **summary})
-    if done % cadence.checkpoint_every == 0 or last:
-      jax.block_until_ready(state)
-      if primary:
-        save_checkpoint(
-          checkpoints.path,
+        if summary['accuracy'] > progress['best_val']:
+          progress.update(best_val=summary['accuracy'], best_step=done)
+          best_params = state.params
+          checkpoint.save_checkpoint(best_manager, done, best_params, {'step': done, **summary})
+      if done % cadence.checkpoint_every == 0 or last:
+        jax.block_until_ready(state)
+        checkpoint.save_checkpoint(
+          state_manager,
+          done,
           state,
           {
             'config': checkpoints.config,
@@ -225,14 +263,12 @@ def run(
             'progress': {**progress, 'wall_time_s': elapsed()},
           },
         )
-      log.flush()
-    bar.update(1)
-    if last:
-      break
-  bar.close()
-  jax.block_until_ready(state)
+        writer.flush()
+      bar.update(1)
+      if last:
+        break
+    jax.block_until_ready(state)
   progress['wall_time_s'] = elapsed()
-  log.close()
   return Resumed(state, best_params if validate else state.params, progress, smoothed)
 
 

@@ -8,7 +8,8 @@ functions (``maml``, ``anil``, ``meta_sgd``, ``maml_plus_plus``, ``reptile``,
 evaluation (``evaluate``, ``mean_confidence_interval``), and data parallelism
 over tasks (``task_mesh``, ``replicate``, ``shard_tasks``), mixed precision
 (``mixed_precision``), models (``Conv4``, ``ResNet12``, ``MLP``) and their
-BatchNorm modes (``inductive_batch_norm``, ``jaxmaml.normalization``).
+BatchNorm modes (``inductive_batch_norm``, ``jaxmaml.normalization``), and
+Flax NNX and Equinox models as pure functions (``from_nnx``, ``from_equinox``).
 """
 
 from jaxmaml.adapt import InnerLR
@@ -16,6 +17,9 @@ from jaxmaml.adapt import inner_sgd
 from jaxmaml.adapt import make_adapt
 from jaxmaml.adapt import make_trajectory
 from jaxmaml.adapt import scale_by_rates
+from jaxmaml.adapters import FunctionalModel
+from jaxmaml.adapters import from_equinox
+from jaxmaml.adapters import from_nnx
 from jaxmaml.anil import anil
 from jaxmaml.anil import last_layer
 from jaxmaml.base import AdaptFn
@@ -67,6 +71,7 @@ __version__ = '0.1.0'
 __all__ = (
   'AdaptFn',
   'Conv4',
+  'FunctionalModel',
   'Batch',
   'InnerLR',
   'LossFn',
@@ -89,6 +94,8 @@ __all__ = (
   'conv4_miniimagenet',
   'cross_entropy_loss',
   'evaluate',
+  'from_equinox',
+  'from_nnx',
   'grad_of',
   'identity',
   'imaml',

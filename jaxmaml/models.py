@@ -315,7 +315,7 @@ class ResidualBlock(nn.Module):
 class ResNet12(nn.Module):
   """ResNet-12 (as in MetaOptNet, Lee et al., 2019), ``[n, h, w, 3] -> [n, num_classes]``.
 
-  Four ``ResidualBlock``s of 64, 160, 320 and 640 channels, each halving the
+  Four ``ResidualBlock`` modules of 64, 160, 320 and 640 channels, each halving the
   resolution (84x84 -> 5x5, 32x32 -> 2x2), the output averaged over space (640
   features) and a linear head. About 12.4 million parameters.
 

@@ -130,10 +130,10 @@ def inductive_batch_norm(learner: base.MetaLearner) -> base.MetaLearner:
     >>> loss = jaxmaml.cross_entropy_loss(jaxmaml.apply_fn(model))
     >>> learner = jaxmaml.inductive_batch_norm(
     ...     jaxmaml.maml(loss, inner_lr=0.1, num_steps=1, has_aux=True))
-    >>> x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
-    >>> params = model.init(jax.random.key(1), jaxmaml.Referenced(x))['params']
+    >>> x = jax.random.normal(jax.random.key(0), (4, 14, 14, 1))
+    >>> params = jax.jit(model.init)(jax.random.key(1), jaxmaml.Referenced(x))['params']
     >>> task = jaxmaml.Task((x[:2], jnp.array([0, 1])), (x[2:], jnp.array([0, 1])))
-    >>> loss, metrics = learner.task_loss(params, task)
+    >>> loss, metrics = jax.jit(learner.task_loss)(params, task)
     >>> loss.shape
     ()
   """

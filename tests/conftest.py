@@ -33,7 +33,10 @@ def _without_jit(fn, **unused_jit_kwargs):
   return fn
 
 
-@pytest.fixture(params=[_without_jit, jax.jit], ids=['eager', 'jit'])
+# The eager variants are slow-marked: about 200 s of the default suite on 2 cores.
+@pytest.fixture(
+  params=[pytest.param(_without_jit, marks=pytest.mark.slow), jax.jit], ids=['eager', 'jit']
+)
 def variant(request):
   """Runs the test twice, as ``chex.variants(without_jit=True, with_jit=True)``:
   ``variant(fn, **jit_kwargs)`` is ``fn`` itself, then ``jax.jit(fn, **jit_kwargs)``.
@@ -41,7 +44,8 @@ def variant(request):
   A fixture rather than ``chex.variants``, which generates methods of a
   ``chex.TestCase`` (absltest) class: these tests are pytest functions with
   ``parametrize`` and fixtures such as ``tmp_path``, which ``unittest`` classes
-  do not get. Select one variant with ``-k jit`` or ``-k eager``.
+  do not get. Select one variant with ``-k jit`` or ``-k eager``; the eager
+  one runs with the slow tests (``make test-slow``).
   """
   return request.param
 

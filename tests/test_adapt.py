@@ -46,7 +46,10 @@ def problem():
     (1, 2, True, 3),
   ]
   + [
-    (unroll, remat, first_order, num_steps)
+    # 3 steps in the default suite, 1 and 5 with the slow tests.
+    pytest.param(
+      unroll, remat, first_order, num_steps, marks=() if num_steps == 3 else pytest.mark.slow
+    )
     for unroll in (None, 1)
     for remat in (False, True)
     for first_order in (False, True)
@@ -75,7 +78,7 @@ def test_adapt_matches_python_loop(problem, num_steps, first_order, remat, unrol
   assert rel_l2(meta_grad, ref_grad) < TOL
 
 
-@pytest.mark.parametrize('remat', [False, 2])
+@pytest.mark.parametrize('remat', [False, pytest.param(2, marks=pytest.mark.slow)])  # ~7 s.
 def test_per_step_support_matches_python_loop(problem, variant, remat):
   """per_step_support: step i uses support[i]; second-order gradient included."""
   loss_fn, params, t = problem
@@ -114,7 +117,7 @@ def test_first_order_differs_from_second_order(problem):
   assert rel_l2(grads[True], grads[False]) > 1e-3
 
 
-@pytest.mark.parametrize('remat', [False, 2])
+@pytest.mark.parametrize('remat', [False, pytest.param(2, marks=pytest.mark.slow)])  # ~10 s.
 def test_schedule_array_and_callable(problem, remat):
   loss_fn, params, t = problem
   rates = [0.1, 0.05, 0.02]

@@ -205,6 +205,7 @@ def test_accuracy_section(tmp_path):
   assert os.path.getsize(tmp_path / 'accuracy_vs_time.png') > 0
 
 
+@pytest.mark.slow  # ~10 s; the default suite must stay under 10 min.
 @pytest.mark.parametrize('name', ['imaml'])
 def test_family_meta_step_measurement(name):
   """A family row (in-process here): the algorithm's own steps, positive figures."""

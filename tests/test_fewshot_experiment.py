@@ -19,6 +19,7 @@ from tests.utils import SYNTHETIC_MINIIMAGENET
 from tests.utils import make_miniimagenet
 from tests.utils import rel_l2
 from tests.utils import synthetic_config
+from tests.utils import tensorboard_scalars
 from tests.utils import train_synthetic_miniimagenet
 
 DATA_DIR = config_lib.DEFAULT_DATA_DIRS['omniglot']
@@ -46,6 +47,7 @@ def _config(**overrides):
   return cli.override(config_lib.Config(), **overrides)
 
 
+@pytest.mark.slow  # ~180 s on real Omniglot; the default suite must stay under 10 min.
 @needs_omniglot
 def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
   config = _config(**SHORT)
@@ -56,11 +58,27 @@ def test_short_run_far_above_chance_and_resumes(tmp_path, cache_dir):
   assert results['test']['accuracy'] > 65.0, results
   assert results['best_step'] in (125, 250)
   assert results['compile_time_s'] > 0 and results['num_devices'] == 1
-  for name in ('results.json', 'log.jsonl', 'learning_curve.png', 'state.ckpt', 'best.ckpt'):
+  for name in ('results.json', 'log.jsonl', 'learning_curve.png'):
     assert os.path.getsize(tmp_path / name) > 0
+  # Orbax keeps the latest step: the state at the end, the parameters of the best validation.
+  assert os.listdir(tmp_path / 'state') == ['250']
+  assert os.listdir(tmp_path / 'best') == [str(results['best_step'])]
   with open(tmp_path / 'log.jsonl') as f:
     rows = [json.loads(line) for line in f]
   assert [r['step'] for r in rows if 'val_accuracy' in r] == [125, 250]
+  # The TensorBoard events hold the same numbers, read back by TensorBoard's own loader.
+  scalars = tensorboard_scalars(tmp_path / 'tensorboard')
+  assert [step for step, _ in scalars['val/accuracy']] == [125, 250]
+  val = [r for r in rows if 'val_accuracy' in r]
+  np.testing.assert_allclose(
+    [v for _, v in scalars['val/accuracy']], [r['val_accuracy'] for r in val]
+  )
+  np.testing.assert_allclose(
+    [v for _, v in scalars['val/accuracy_ci_high']],
+    [r['val_accuracy'] + r['val_ci95'] for r in val],
+  )
+  train_rows = [r for r in rows if 'train_loss' in r]
+  assert [s for s, _ in scalars['train/loss']] == [r['step'] for r in train_rows]
 
   # A rerun in the same workdir resumes at iteration 250: nothing to train,
   # the same best parameters, the same test tasks, the same accuracy.
@@ -154,11 +172,13 @@ def test_compilation_cache_serves_a_rerun(tmp_path):
 
 
 @needs_omniglot
+@pytest.mark.slow  # ~19 s: loads Omniglot; the default suite must stay under 10 min.
 def test_request_that_a_split_cannot_serve(tmp_path, cache_dir):
   with pytest.raises(ValueError, match='cannot serve this config.*only 20 per class'):
     train.load_splits(_config(num_shots=15, num_queries=10), DATA_DIR, cache_dir)
 
 
+@pytest.mark.slow  # ~13 s; the default suite must stay under 10 min.
 @needs_omniglot
 def test_lake_runs_evaluation(cache_dir):
   """Lake's runs as 20 tasks of 20 queries: one accuracy per run, in 1/20ths."""
@@ -173,6 +193,24 @@ def test_lake_runs_evaluation(cache_dir):
   assert accuracies.shape == (20,)
   assert 0.0 <= accuracies.min() and accuracies.max() <= 1.0
   np.testing.assert_allclose(accuracies * 20, np.round(accuracies * 20), atol=1e-5)
+
+
+def test_checkpoints_and_logs_options(tmp_path):
+  """Where the experiment checkpoints (Orbax directories, the msgpack files of
+  runs before Orbax read as a fallback) and what it logs (``--log``)."""
+  checkpoints = train.make_checkpoints(_config(async_checkpoints=True), str(tmp_path))
+  assert checkpoints.path == str(tmp_path / 'state')
+  assert checkpoints.best_path == str(tmp_path / 'best')
+  assert checkpoints.msgpack_path == str(tmp_path / 'state.ckpt')
+  assert checkpoints.msgpack_best_path == str(tmp_path / 'best.ckpt')
+  assert checkpoints.async_save
+  assert 'log' not in checkpoints.config  # Logging does not change what is computed.
+  config, _ = main.parse_args(['--log', 'tensorboard', '--async_checkpoints'])
+  assert config.log == 'tensorboard' and config.async_checkpoints
+  assert _config().log == 'jsonl,tensorboard'
+  for bad in ('csv', 'jsonl,jsonl'):
+    with pytest.raises(ValueError, match='log must be a comma-separated list'):
+      _config(log=bad)
 
 
 def test_command_line():
@@ -272,7 +310,8 @@ TWO_WAY = {'train': ['n01', 'n02', 'n03'], 'val': ['n04', 'n05'], 'test': ['n05'
 @pytest.mark.parametrize(
   'algorithm',
   [
-    'protonets',  # A headless model, no inner loop; the others are slow.
+    # ~70 s each; tests/test_loop.py and the fast tests of the experiment cover the rest.
+    pytest.param('protonets', marks=pytest.mark.slow),
     *(
       pytest.param(a, marks=pytest.mark.slow)
       for a in ('anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml')
@@ -294,6 +333,11 @@ def test_every_algorithm_trains_and_resumes(tmp_path, algorithm):
   )
   report = train_synthetic_miniimagenet(tmp_path, TWO_WAY, **overrides)
   assert report['results']['iterations'] == 4
+  # The Orbax checkpoints of the last step, the TensorBoard events beside log.jsonl.
+  assert os.listdir(tmp_path / 'run' / 'state') == ['4']
+  assert os.listdir(tmp_path / 'run' / 'best') == [str(report['results']['best_step'])]
+  scalars = tensorboard_scalars(tmp_path / 'run' / 'tensorboard')
+  assert [step for step, _ in scalars['val/accuracy']] == [4]
   assert report['results']['test']['accuracy'] > 75.0, report['results']  # Chance: 50 %.
   again = train_synthetic_miniimagenet(tmp_path, TWO_WAY, **overrides)
   assert again['results']['test'] == pytest.approx(report['results']['test'])
@@ -334,6 +378,7 @@ def test_outer_clip_norm_bounds_the_update():
   np.testing.assert_allclose(small['w'], [-0.3, 0.0], rtol=1e-6)
 
 
+@pytest.mark.slow  # ~55 s; the default suite stays under 10 min (docs/testing.md).
 def test_reptile_paper_protocol_options(tmp_path):
   """Reptile as its paper trains: more training shots than test shots,
   shuffled supports cut into inner mini-batches, inner Adam. The training

@@ -244,6 +244,7 @@ def test_classification_metrics_with_aux():
   assert set(metrics) == {'loss', 'accuracy', 'support_losses'}
 
 
+@pytest.mark.slow  # ~8 s; the default suite must stay under 10 min.
 def test_memory_does_not_grow_with_num_steps():
   """The compiled task_grad needs the same temporary memory at 2 and 20 inner
   steps (nothing is kept for a backward pass); second-order MAML's grows."""

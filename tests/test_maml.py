@@ -21,7 +21,7 @@ def meta_loss(learner, params, tasks):
   return jnp.mean(jax.vmap(lambda t: learner.task_loss(params, t)[0])(tasks))
 
 
-@pytest.mark.parametrize('num_steps', [1, 2])
+@pytest.mark.parametrize('num_steps', [1, pytest.param(2, marks=pytest.mark.slow)])  # ~15 s.
 def test_second_order_meta_gradient_matches_finite_differences(num_steps):
   """check_grads order 2 in float64: the meta-gradient and its derivative."""
   with jax.enable_x64(True):
@@ -99,7 +99,11 @@ def test_three_step_quadratic_oracle():
 
 @pytest.mark.parametrize(
   'task_map, batch_size',
-  [('vmap', None), ('map', None), ('map', 4), pytest.param('loop', None, marks=pytest.mark.slow)],
+  [
+    ('vmap', None),
+    ('map', None),
+    *(pytest.param(m, b, marks=pytest.mark.slow) for m, b in (('map', 4), ('loop', None))),
+  ],
 )  # ~18 s: compiles per task.
 def test_task_maps_match_per_task_loop(task_map, batch_size):
   """Every way of mapping tasks equals a Python loop of per-task gradients at
@@ -130,6 +134,7 @@ def _meta_steps(jit, num_steps=3):
   return state, losses
 
 
+@pytest.mark.slow  # ~13 s; the default suite must stay under 10 min.
 def test_meta_step_jit_equals_no_jit():
   (s_jit, l_jit), (s_eager, l_eager) = _meta_steps(True), _meta_steps(False)
   assert int(s_jit.step) == int(s_eager.step) == 3

@@ -126,6 +126,7 @@ def test_everything_on_matches_finite_differences():
     assert rel_l2(grad, jax.grad(objective)(meta_params)) < 1e-10
 
 
+@pytest.mark.slow  # ~10 s; the default suite must stay under 10 min.
 def test_derivative_order_annealing():
   loss_fn, params, t = _problem()
   learner = jaxmaml.maml_plus_plus(

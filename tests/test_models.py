@@ -24,7 +24,10 @@ def _count(params):
 
 @pytest.mark.parametrize('channels', [1, 3, 4])  # The images' layout (<= 3) and the rest.
 @pytest.mark.parametrize('stride', [1, 2])
-@pytest.mark.parametrize('size', [28, 7, 4, 5])
+@pytest.mark.parametrize(
+  'size',
+  [28, 5, *(pytest.param(s, marks=pytest.mark.slow) for s in (7, 4))],  # ~4 s each.
+)
 def test_conv3x3_matmul_equals_xla(size, stride, channels):
   x = jax.random.normal(jax.random.key(0), (3, size, size, channels))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, 6))
@@ -71,7 +74,7 @@ def test_max_pool_2x2_equals_reduce_window_with_ties(shape, vmapped, variant):
   'task_map, batch_size',
   [
     pytest.param('vmap', None, marks=pytest.mark.slow),  # 63-68 s on 2 shared cores (load ~8).
-    ('map', 1),
+    pytest.param('map', 1, marks=pytest.mark.slow),  # ~50 s.
   ],
 )
 def test_miniimagenet_meta_gradient_unchanged_by_max_pool_formulation(
@@ -123,6 +126,7 @@ def test_shapes_and_parameter_counts():
   assert _count(params) == 9 * 3 * 32 + 3 * 9 * 32 * 32 + 4 * 32 + 800 * 5 + 5
 
 
+@pytest.mark.slow  # The default suite (~19 s) must stay under 10 min on 2 cores: docs/testing.md.
 def test_batch_statistics_are_transductive():
   """With 'batch' (an alias of 'transductive') BatchNorm an example's logits
   depend on the rest of the batch, without BatchNorm they do not."""
@@ -161,6 +165,7 @@ def _learner(conv):
   return model, jaxmaml.maml(loss_fn, inner_lr=0.4, num_steps=1, has_aux=True)
 
 
+@pytest.mark.slow  # The default suite (~33 s) must stay under 10 min on 2 cores: docs/testing.md.
 def test_meta_gradient_matmul_equals_xla():
   tasks = _omniglot_like_tasks(2)
   grads = {}
@@ -175,7 +180,7 @@ def test_meta_gradient_matmul_equals_xla():
   'task_map, batch_size',
   [
     pytest.param('vmap', None, marks=pytest.mark.slow),  # ~19 s; the MLP tests cover vmap.
-    ('map', 4),
+    pytest.param('map', 4, marks=pytest.mark.slow),  # ~32 s.
   ],
 )  # The few-shot experiment's default.
 def test_mapped_meta_gradient_at_meta_batch_32_matches_float64_loop(task_map, batch_size):

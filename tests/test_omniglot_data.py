@@ -99,6 +99,7 @@ def test_pixels_match_an_independent_preprocessing(from_zip, character_id, drawe
   np.testing.assert_array_equal(from_zip.images[character_id - 1, drawer - 1], want)
 
 
+@pytest.mark.slow  # The default suite (~26 s) must stay under 10 min on 2 cores: docs/testing.md.
 @needs_zips
 @needs_tfds
 def test_tfds_source_gives_identical_arrays(from_zip, from_tfds):
@@ -110,6 +111,7 @@ def test_tfds_source_gives_identical_arrays(from_zip, from_tfds):
   np.testing.assert_array_equal(from_tfds.images, from_zip.images)
 
 
+@pytest.mark.slow  # The default suite (~28 s) must stay under 10 min on 2 cores: docs/testing.md.
 @needs_zips
 def test_folder_source_gives_identical_arrays(from_zip, tmp_path):
   source = tmp_path / 'extracted'

@@ -29,7 +29,10 @@ def _learner(precision, first_order=False, dtypes=None):
 F32, BF16 = jnp.dtype('float32'), jnp.dtype('bfloat16')
 
 
-@pytest.mark.parametrize('first_order, tolerance', [(True, 0.1), (False, 0.3)])
+@pytest.mark.parametrize(
+  'first_order, tolerance',
+  [(True, 0.1), pytest.param(False, 0.3, marks=pytest.mark.slow)],  # ~16 s.
+)
 def test_bfloat16_meta_gradient_is_float32_and_close(first_order, tolerance):
   """The model runs in bfloat16, but the adapted parameters, the meta-gradient
   and its mean are float32, and close to the float32 ones: measured 3e-2
@@ -59,6 +62,7 @@ def test_integer_leaves_pass_through_and_float32_is_unchanged():
     jaxmaml.mixed_precision(fn, 'int8')
 
 
+@pytest.mark.slow  # ~23 s; the default suite stays under 10 min (docs/testing.md).
 def test_conv_net_batch_norm_statistics_in_float32():
   """Conv4 under bfloat16 returns bfloat16 features, with finite statistics of
   a 5-image batch, and is within bfloat16 rounding of float32."""

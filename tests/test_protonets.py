@@ -111,6 +111,7 @@ def _meta_steps(jit, num_meta_steps=3):
   return state, losses, metrics
 
 
+@pytest.mark.slow  # ~14 s; the default suite stays under 10 min (docs/testing.md).
 def test_meta_step_lowers_loss_jit_equals_no_jit():
   """Meta-training the embedding on separable tasks lowers the query loss, the
   same with and without jit."""

@@ -17,9 +17,9 @@ def _python_block(page: str, index: int = 0) -> str:
   return blocks[index]
 
 
-def _run(page: str) -> dict:
+def _run(page: str, index: int = 0) -> dict:
   scope = {}
-  exec(compile(_python_block(page), page, 'exec'), scope)
+  exec(compile(_python_block(page, index), page, 'exec'), scope)
   return scope
 
 
@@ -31,6 +31,15 @@ def test_readme_library_example_runs():
   assert np.isfinite(scope['mean']) and scope['ci95'] > 0
 
 
+def test_readme_nnx_and_equinox_example_runs():
+  pytest.importorskip('equinox')
+  metrics = _run('README.md', 1)['metrics']
+  assert set(metrics) == {'nnx', 'equinox'}
+  for m in metrics.values():
+    assert m['loss'].shape == (25,) and np.all(np.isfinite(m['loss']))
+
+
+@pytest.mark.slow  # ~24 s; the default suite stays under 10 min (docs/testing.md).
 def test_readme_family_example_runs():
   scope = _run('docs/family.md')
   assert set(scope['metrics']) == {'maml', 'anil', 'meta_sgd', 'maml_plus_plus', 'reptile', 'imaml'}

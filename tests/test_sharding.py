@@ -42,7 +42,10 @@ RTOL = 1e-5
 
 @pytest.mark.parametrize(
   'markers',
-  [pytest.param('not slow', id='default'), pytest.param('slow', id='slow', marks=pytest.mark.slow)],
+  [
+    pytest.param('not slow', id='default', marks=pytest.mark.slow),  # ~48 s.
+    pytest.param('slow', id='slow', marks=pytest.mark.slow),
+  ],
 )
 def test_on_simulated_devices(markers):
   run_on_simulated_devices(__file__, markers)

@@ -1,11 +1,13 @@
 """Configurations of the few-shot experiment: the MAML paper's Omniglot and
-miniImageNet settings."""
+miniImageNet settings, and the miniImageNet settings on CIFAR-FS, FC100,
+CUB-200-2011 and tieredImageNet (docs/datasets.md)."""
 
 import dataclasses
 import os
 
 from experiments import algorithms
 from experiments import cli
+from experiments import logs
 import jaxmaml
 from jaxmaml import checks
 
@@ -16,6 +18,11 @@ DEFAULT_DATA_DIRS = {
     os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'data', 'omniglot'),
   ),
   'miniimagenet': os.environ.get('JAXMAML_MINIIMAGENET', 'data/miniimagenet'),
+  # CIFAR-FS and FC100 read the same CIFAR-100 files.
+  'cifar_fs': os.environ.get('JAXMAML_CIFAR100', 'data/cifar100'),
+  'fc100': os.environ.get('JAXMAML_CIFAR100', 'data/cifar100'),
+  'cub': os.environ.get('JAXMAML_CUB', 'data/cub'),
+  'tiered_imagenet': os.environ.get('JAXMAML_TIERED_IMAGENET', 'data/tiered_imagenet'),
 }
 DATASETS = tuple(DEFAULT_DATA_DIRS)
 
@@ -26,8 +33,10 @@ class Config:
 
   Attributes:
     dataset: 'omniglot' (Conv4 with stride-2 convolutions, 64 filters,
-      28x28 grayscale) or 'miniimagenet' (Conv4 with max-pooling, 32 filters,
-      84x84 color).
+      28x28 grayscale), or with MAML's miniImageNet network
+      (``jaxmaml.conv4_miniimagenet``: max-pooling, 32 filters, flattened
+      head) at the dataset's size: 'miniimagenet', 'cub' and
+      'tiered_imagenet' (84x84 color), 'cifar_fs' and 'fc100' (32x32 color).
     num_ways, num_shots: N-way K-shot.
     num_queries: query examples per class; None means K (the original code).
     train_shots: support examples per class in meta-training tasks; None
@@ -63,6 +72,10 @@ class Config:
     num_val_tasks, num_test_tasks: tasks for validation and the final test.
     eval_batch_size: tasks evaluated at once.
     eval_every, log_every, checkpoint_every: in iterations.
+    log: where the metrics are logged, a comma-separated subset of
+      ``experiments.logs.LOGS``: 'jsonl' (``log.jsonl``, read by the plots)
+      and 'tensorboard' (event files in ``tensorboard/``).
+    async_checkpoints: write checkpoints in the background (Orbax).
   """
 
   dataset: str = 'omniglot'
@@ -90,6 +103,8 @@ class Config:
   eval_every: int = 1000
   log_every: int = 50
   checkpoint_every: int = 500
+  log: str = 'jsonl,tensorboard'
+  async_checkpoints: bool = False
 
   def __post_init__(self):
     cli.check_positive_ints(
@@ -112,6 +127,7 @@ class Config:
       checks.optional_positive_int(getattr(self, name), name)
     cli.check_choice(self.dataset, 'dataset', DATASETS)
     cli.check_choice(self.batch_norm, 'batch_norm', jaxmaml.normalization.MODES)
+    logs.parse_logs(self.log)
     cli.check_choice(self.task_map, 'task_map', ('auto',) + jaxmaml.tasks.TASK_MAPS)
     if self.time_budget_s is not None:
       checks.real_number(self.time_budget_s, 'time_budget_s', positive=True)
@@ -143,6 +159,13 @@ CONFIGS = {
   'miniimagenet_5way1shot': Config(**_MINIIMAGENET, meta_batch_size=4),
   'miniimagenet_5way5shot': Config(**_MINIIMAGENET, num_shots=5, meta_batch_size=2),
 }
+# The other few-shot benchmarks with MAML's miniImageNet settings (model,
+# inner loop, 15 queries, meta-batches of 4 / 2 tasks), at each dataset's size.
+for _name, _size in (('cifar_fs', 32), ('fc100', 32), ('cub', 84), ('tiered_imagenet', 84)):
+  _settings = dict(_MINIIMAGENET, dataset=_name, image_size=_size)
+  CONFIGS[f'{_name}_5way1shot'] = Config(**_settings, meta_batch_size=4)
+  CONFIGS[f'{_name}_5way5shot'] = Config(**_settings, num_shots=5, meta_batch_size=2)
+del _name, _size, _settings
 
 PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
   'omniglot_5way1shot': (98.7, 0.4),
@@ -151,4 +174,11 @@ PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
   'omniglot_20way5shot': (98.9, 0.2),
   'miniimagenet_5way1shot': (48.70, 1.84),
   'miniimagenet_5way5shot': (63.11, 0.92),
+  # MAML with a 32-32-32-32 Conv4, as quoted by Lee et al. 2019 (MetaOptNet),
+  # Table 2 (CIFAR-FS, from Bertinetto et al. 2019) and Table 1
+  # (tieredImageNet). No MAML figure was found for FC100 or CUB.
+  'cifar_fs_5way1shot': (58.9, 1.9),
+  'cifar_fs_5way5shot': (71.5, 1.0),
+  'tiered_imagenet_5way1shot': (51.67, 1.81),
+  'tiered_imagenet_5way5shot': (70.30, 1.75),
 }

@@ -8,8 +8,9 @@ drawn on the device inside the compiled meta-step, validates every
 ``eval_every`` iterations, keeps the best-on-validation parameters, and tests
 them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
 95% CI), plus, for 20-way models, Lake et al.'s 20 one-shot runs. Writes
-``log.jsonl``, ``results.json``, ``learning_curve.png`` and the checkpoints
-``state.ckpt`` (latest) and ``best.ckpt`` to ``workdir``.
+``log.jsonl`` and ``tensorboard/`` (``--log``), ``results.json``,
+``learning_curve.png`` and the Orbax checkpoints ``state/`` (latest) and
+``best/`` to ``workdir``.
 """
 
 import functools
@@ -24,6 +25,7 @@ import numpy as np
 
 from experiments import algorithms
 from experiments import cli
+from experiments import logs
 from experiments import loop
 from experiments.fewshot.config import Config
 import jaxmaml
@@ -52,8 +54,31 @@ TRAINING_FIELDS = (
 ADDED_FIELDS = ('train_shots', 'batch_norm') + algorithms.ADDED_FIELDS
 
 
+def _loaders() -> dict:
+  """The loader of every dataset but Omniglot: ``(root, split, *, image_size, cache_dir)``."""
+  from jaxmaml.data import cifar  # Imported when used.
+  from jaxmaml.data import cub
+  from jaxmaml.data import tiered_imagenet
+
+  return {
+    'miniimagenet': miniimagenet.load_miniimagenet,
+    'cifar_fs': cifar.load_cifar_fs,
+    'fc100': cifar.load_fc100,
+    'cub': cub.load_cub,
+    'tiered_imagenet': tiered_imagenet.load_tiered_imagenet,
+  }
+
+
 def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
-  """``{'train'|'val'|'test': uint8 [classes, examples, size, size(, 3)]}``, requests checked."""
+  """``{'train'|'val'|'test': uint8 [classes, examples, size, size(, 3)]}``, requests checked.
+
+  CUB-200-2011 and tieredImageNet have classes of unequal size, loaded padded
+  with their ``counts``. The meta-step and the evaluation here draw tasks
+  without counts, so each split is cut to its smallest class: the first
+  ``min(counts)`` images of every class (in the loader's order) are used, and
+  the cut is printed. (``jaxmaml.data.episodes``' samplers take ``counts=``
+  and draw from every image.)
+  """
   if config.dataset == 'omniglot':
     data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
     splits = {
@@ -61,12 +86,18 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
       for name, idx in omniglot.split_characters(seed=config.split_seed).items()
     }
   else:
-    splits = {
-      name: miniimagenet.load_miniimagenet(
-        data_dir, name, image_size=config.image_size, cache_dir=cache_dir
-      ).images
-      for name in miniimagenet.SPLITS
-    }
+    load = _loaders()[config.dataset]
+    splits = {}
+    for name in miniimagenet.SPLITS:  # 'train', 'val', 'test', as every loader's.
+      split = load(data_dir, name, image_size=config.image_size, cache_dir=cache_dir)
+      counts = getattr(split, 'counts', None)
+      smallest = split.images.shape[1] if counts is None else int(counts.min())
+      if smallest < split.images.shape[1]:
+        print(
+          f'{config.dataset} {name}: {len(counts)} classes of {smallest} to '
+          f'{int(counts.max())} images; using the first {smallest} of each'
+        )
+      splits[name] = split.images[:, :smallest]
   for name, images in splits.items():
     try:
       episodes.check_episode_request(
@@ -83,6 +114,9 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
 def model_and_learners(config: Config) -> tuple[nn.Module, algorithms.Learners]:
   """The model (ProtoNets': without its head, the embedding) and its learners,
   with ``config.batch_norm``'s statistics."""
+  # Omniglot: the MAML paper's Omniglot Conv4; every other data set: its
+  # miniImageNet Conv4 (max-pooling, 32 filters, flattened head) at the
+  # dataset's image size (84x84, or 32x32 for CIFAR-FS and FC100).
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
   headless = config.algo.algorithm == 'protonets'
   model = make(
@@ -190,13 +224,18 @@ def create_train_state(
 
 
 def make_checkpoints(config: Config, workdir: str) -> loop.Checkpoints:
-  """``state.ckpt`` and ``best.ckpt`` in ``workdir``, recording ``TRAINING_FIELDS``."""
+  """``state/`` (latest) and ``best/`` in ``workdir`` (Orbax), recording
+  ``TRAINING_FIELDS``; a run checkpointed before Orbax resumes from its
+  ``state.ckpt`` and ``best.ckpt``."""
   flat, defaults = cli.flatten(config), cli.flatten(Config())
   return loop.Checkpoints(
-    path=os.path.join(workdir, 'state.ckpt'),
+    path=os.path.join(workdir, 'state'),
     config={k: flat[k] for k in TRAINING_FIELDS},
     added_defaults={k: defaults[k] for k in ADDED_FIELDS},
-    best_path=os.path.join(workdir, 'best.ckpt'),
+    best_path=os.path.join(workdir, 'best'),
+    msgpack_path=os.path.join(workdir, 'state.ckpt'),
+    msgpack_best_path=os.path.join(workdir, 'best.ckpt'),
+    async_save=config.async_checkpoints,
   )
 
 
@@ -248,7 +287,7 @@ def meta_train(
   workdir: str,
 ):
   """``(run, compile seconds)``: ``run`` meta-trained by ``loop.run``, validated
-  every ``eval_every`` iterations, logged to ``workdir/log.jsonl``."""
+  every ``eval_every`` iterations, logged to ``config.log`` in ``workdir``."""
   step, state, compile_time = compile_meta_step(
     config, learners.training, optimizer, run.state, splits['train'], keys['train'], mesh
   )
@@ -271,7 +310,8 @@ def meta_train(
     ),
     metrics=('accuracy', 'loss'),
     validate=validate,
-    log_path=os.path.join(workdir, 'log.jsonl'),
+    log_dir=workdir,
+    log=logs.parse_logs(config.log),
     desc=f'{config.algo.algorithm} {config.num_ways}-way {config.num_shots}-shot',
   )
   return run, compile_time

@@ -88,6 +88,7 @@ def train(
   checkpoints = loop.Checkpoints(
     path=checkpoint_path,
     config={k: flat[k] for k in TRAINING_FIELDS},
+    msgpack_path=checkpoint_path + '.ckpt',  # Written before Orbax.
     added_defaults={k: defaults[k] for k in algorithms.ADDED_FIELDS},
     metadata={'shots': shots},
   )
@@ -162,7 +163,7 @@ def run_shots(config: Config, shots: int, workdir: str) -> tuple[dict, dict]:
     config,
     shots,
     keys['train'],
-    os.path.join(workdir, f'{name}_k{shots}.ckpt'),
+    os.path.join(workdir, f'{name}_k{shots}'),
     f'{name} K={shots}',
   )
   pre_params, pre_info = train(
@@ -172,7 +173,7 @@ def run_shots(config: Config, shots: int, workdir: str) -> tuple[dict, dict]:
     config,
     shots,
     keys['train'],
-    os.path.join(workdir, f'pretrained_k{shots}.ckpt'),
+    os.path.join(workdir, f'pretrained_k{shots}'),
     f'pretrained K={shots}',
   )
 

@@ -17,6 +17,13 @@ per class, ``num_shots + num_queries`` distinct examples are drawn, the first
 order the classes were drawn. The support and query sets are ordered class by
 class; ``shuffle_support=True`` puts each task's support set in random order
 (for algorithms that split it into mini-batches, such as Reptile).
+
+Classes of unequal size (CUB-200-2011, tieredImageNet) are given as a padded
+array, class ``c``'s examples in ``images[c, :counts[c]]``, and their
+``counts [num_classes]``: with ``counts`` the samplers draw class ``c``'s
+examples among its first ``counts[c]`` only, uniformly and without
+replacement, so padding is never drawn. Without ``counts`` every slot is an
+example (and the random stream is unchanged).
 """
 
 from collections.abc import Iterator
@@ -35,8 +42,15 @@ def check_episode_request(
   num_shots: int,
   num_queries: int,
   num_tasks: int = 1,
+  counts=None,
 ) -> None:
-  """Raises a ValueError if the request cannot be met by the dataset."""
+  """Raises a ValueError if the request cannot be met by the dataset.
+
+  ``counts``, if given, are the examples per class of a padded ``images``
+  (``[num_classes]``, each in ``1..examples_per_class``); the smallest class
+  must then hold ``num_shots + num_queries``. Traced ``counts`` (under
+  ``jit``) are checked for shape only.
+  """
   if len(images_shape) not in (4, 5):
     raise ValueError(
       'images must have shape [num_classes, examples_per_class, height, width] '
@@ -54,6 +68,26 @@ def check_episode_request(
     raise ValueError(
       f'num_ways={num_ways} needs {num_ways} classes, but the split has only {num_classes}.'
     )
+  if counts is not None:
+    if tuple(np.shape(counts)) != (num_classes,):
+      raise ValueError(
+        f'counts must have shape [num_classes] = ({num_classes},), got {tuple(np.shape(counts))}.'
+      )
+    try:
+      counts = np.asarray(counts)
+    except jax.errors.TracerArrayConversionError:  # Traced (under jit): shape only.
+      return
+    if counts.min() < 1 or counts.max() > per_class:
+      raise ValueError(
+        f'counts must be in 1..{per_class} (examples_per_class), got '
+        f'{counts.min()}..{counts.max()}.'
+      )
+    if num_shots + num_queries > counts.min():
+      raise ValueError(
+        f'num_shots + num_queries = {num_shots + num_queries} examples per class, '
+        f'but the smallest class of the dataset has only {counts.min()}.'
+      )
+    return
   if num_shots + num_queries > per_class:
     raise ValueError(
       f'num_shots + num_queries = {num_shots + num_queries} examples per class, '
@@ -91,6 +125,7 @@ def sample_episodes(
   num_queries: int,
   rotate: bool = True,
   shuffle_support: bool = False,
+  counts: jax.typing.ArrayLike | None = None,
 ) -> base.Task:
   """Draws a meta-batch of N-way K-shot tasks on the device (jittable).
 
@@ -105,24 +140,36 @@ def sample_episodes(
     rotate: rotate each drawn class by a random multiple of 90 degrees.
     shuffle_support: put each task's support set in random order (otherwise
       class by class); the classes and examples drawn do not change.
+    counts: for classes of unequal size, ``[num_classes]`` int: class ``c``'s
+      examples are ``images[c, :counts[c]]`` (the rest is padding, never
+      drawn). None: every slot is an example.
 
   Returns:
     A ``Task``: support ``(x [num_tasks, N*K, h, w, channels] float32 in [0, 1]
     (channels = 1 for grayscale),
     y [num_tasks, N*K] int32)``, query likewise with ``N*num_queries``.
   """
-  check_episode_request(images.shape, num_ways, num_shots, num_queries, num_tasks)
+  check_episode_request(images.shape, num_ways, num_shots, num_queries, num_tasks, counts)
   num_classes, per_class, h, w = images.shape[:4]
   if rotate and h != w:
     raise ValueError(f'rotate=True needs square images, got {h}x{w}.')
   n = num_shots + num_queries
 
+  def within(key, count):
+    """``n`` distinct slots drawn uniformly among the first ``count``."""
+    scores = jax.random.uniform(key, (per_class,))
+    return jnp.argsort(jnp.where(jnp.arange(per_class) < count, scores, 2.0))[:n]
+
   def one_task(key):
     class_key, example_key, rotation_key = jax.random.split(key, 3)
     classes = jax.random.choice(class_key, num_classes, (num_ways,), replace=False)
-    examples = jax.vmap(lambda k: jax.random.choice(k, per_class, (n,), replace=False))(
-      jax.random.split(example_key, num_ways)
-    )
+    example_keys = jax.random.split(example_key, num_ways)
+    if counts is None:
+      examples = jax.vmap(lambda k: jax.random.choice(k, per_class, (n,), replace=False))(
+        example_keys
+      )
+    else:
+      examples = jax.vmap(within)(example_keys, jnp.asarray(counts)[classes])
     x = images[classes[:, None], examples]  # [ways, n, h, w(, c)]
     if rotate:
       turns = jax.random.randint(rotation_key, (num_ways,), 0, 4)
@@ -150,6 +197,7 @@ def host_episodes(
   num_queries: int,
   rotate: bool = True,
   shuffle_support: bool = False,
+  counts: np.ndarray | None = None,
 ) -> Iterator[base.Task]:
   """An endless NumPy iterator of meta-batches with ``sample_episodes``' semantics.
 
@@ -157,19 +205,21 @@ def host_episodes(
   from ``images`` (which may be a memory-mapped array) and only the meta-batch
   is sent to the device. The same ``seed`` gives the same sequence of tasks
   (not the same tasks as ``sample_episodes`` with a key: the generators differ).
+  ``counts``: as ``sample_episodes``'.
 
   Yields:
     ``Task`` meta-batches with the shapes of ``sample_episodes``, as NumPy arrays.
   """
-  check_episode_request(np.shape(images), num_ways, num_shots, num_queries, num_tasks)
+  check_episode_request(np.shape(images), num_ways, num_shots, num_queries, num_tasks, counts)
   num_classes, per_class = images.shape[:2]
+  sizes = np.full(num_classes, per_class) if counts is None else np.asarray(counts)
   rng = np.random.default_rng(seed)
   n = num_shots + num_queries
   while True:
     batch = []
     for _ in range(num_tasks):
       classes = rng.choice(num_classes, num_ways, replace=False)
-      x = np.stack([images[c][rng.choice(per_class, n, replace=False)] for c in classes])
+      x = np.stack([images[c][rng.choice(sizes[c], n, replace=False)] for c in classes])
       if rotate:
         turns = rng.integers(0, 4, num_ways)
         x = np.stack([np.rot90(xc, k, axes=(1, 2)) for xc, k in zip(x, turns)])

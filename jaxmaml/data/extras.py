@@ -1,15 +1,22 @@
-"""The optional packages the image loaders need, imported only when used.
+"""The optional packages jaxmaml uses, imported only when used.
 
-``import jaxmaml`` and ``import jaxmaml.data.omniglot`` need neither; decoding
-images needs Pillow and the TFDS Omniglot source needs tensorflow-datasets,
-both installed by ``pip install 'jaxmaml[data]'``.
+``import jaxmaml`` and every module under it need none of them: decoding
+images needs Pillow and the TFDS sources need tensorflow-datasets (both
+``pip install 'jaxmaml[data]'``), ``jaxmaml.checkpoint`` needs Orbax
+(``jaxmaml[checkpoint]``), ``jaxmaml.adapters.from_equinox`` Equinox
+(``jaxmaml[equinox]``).
 """
 
 import importlib
 import types
 
-EXTRA = 'data'
-_PACKAGES = {'PIL': 'pillow', 'tensorflow_datasets': 'tensorflow-datasets'}
+_PACKAGES = {  # Import name: (pip package, the jaxmaml extra that installs it).
+  'PIL': ('pillow', 'data'),
+  'tensorflow_datasets': ('tensorflow-datasets', 'data'),
+  'orbax': ('orbax-checkpoint', 'checkpoint'),
+  'equinox': ('equinox', 'equinox'),
+  'tensorboardX': ('tensorboardX', 'experiments'),
+}
 
 
 def import_optional(module: str, *, purpose: str) -> types.ModuleType:
@@ -28,8 +35,8 @@ def import_optional(module: str, *, purpose: str) -> types.ModuleType:
   try:
     return importlib.import_module(module)
   except ImportError as e:
-    package = _PACKAGES.get(module.partition('.')[0], module)
+    package, extra = _PACKAGES[module.partition('.')[0]]
     raise ImportError(
       f'{purpose} needs {package}, an optional dependency of jaxmaml: '
-      f"pip install 'jaxmaml[{EXTRA}]' (or pip install {package})."
+      f"pip install 'jaxmaml[{extra}]' (or pip install {package})."
     ) from e

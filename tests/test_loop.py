@@ -1,0 +1,205 @@
+"""The experiments' training loop (``experiments.loop``) on sinusoid MAML: a run
+resumed from its Orbax checkpoints (after a crash, from the msgpack files of
+jaxmaml before Orbax, with async saves) is bit-identical to an uninterrupted
+one, logs included; a corrupt checkpoint is reported and left as it is."""
+
+import functools
+import json
+import os
+import shutil
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import loop
+import jaxmaml
+from jaxmaml.data import sinusoid
+from tests.utils import tensorboard_scalars
+
+pytest.importorskip('orbax.checkpoint')
+
+CADENCE = dict(log_every=2, checkpoint_every=2, eval_every=2)
+
+
+@functools.cache
+def _problem():
+  """``(step, initial state, validate)``, jitted once for every run of the module."""
+  model = jaxmaml.MLP((16, 16, 1))
+  params = model.init(jax.random.key(0), jnp.zeros([1, 1]))['params']
+  loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
+  learner = jaxmaml.maml(loss_fn, inner_lr=0.01, num_steps=1)
+  optimizer = optax.adam(1e-2)
+  meta_step = jaxmaml.make_meta_step(learner, optimizer)
+  sample = jax.jit(
+    functools.partial(sinusoid.sample_tasks, num_tasks=4, num_support=5, num_query=5)
+  )
+  key = jax.random.key(1)
+  val_tasks = sinusoid.sample_tasks(jax.random.key(2), num_tasks=8, num_support=5, num_query=5)
+  val_loss = jax.jit(lambda p: jnp.mean(jaxmaml.evaluate(learner.task_loss, p, val_tasks)['loss']))
+
+  def validate(params):  # Higher is better, as the loop keeps the best "accuracy".
+    return {'accuracy': 100 - float(val_loss(params)), 'ci95': 0.5, 'num_tasks': 8}
+
+  step = lambda state, it: meta_step(state, sample(jax.random.fold_in(key, it)))
+  return step, jaxmaml.init_train_state(params, optimizer), validate
+
+
+def _checkpoints(workdir, **overrides) -> loop.Checkpoints:
+  return loop.Checkpoints(
+    path=os.path.join(workdir, 'state'),
+    config={'lr': 0.01},
+    best_path=os.path.join(workdir, 'best'),
+    msgpack_path=os.path.join(workdir, 'state.ckpt'),
+    msgpack_best_path=os.path.join(workdir, 'best.ckpt'),
+    **overrides,
+  )
+
+
+def _run(workdir, num_iterations, step=None, **overrides) -> loop.Resumed:
+  default_step, initial, validate = _problem()
+  checkpoints = _checkpoints(str(workdir), **overrides)
+  return loop.run(
+    step or default_step,
+    loop.resume(checkpoints, initial),
+    checkpoints,
+    loop.Cadence(num_iterations, **CADENCE),
+    validate=validate,
+    log_dir=str(workdir),
+    log=('jsonl', 'tensorboard'),
+  )
+
+
+def _restored(workdir) -> loop.Resumed:
+  return loop.resume(_checkpoints(str(workdir)), _problem()[1])
+
+
+def _assert_bitwise_equal(a, b):
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    assert np.asarray(x).dtype == np.asarray(y).dtype
+    np.testing.assert_array_equal(x, y)
+
+
+def _logged(workdir):
+  """log.jsonl without the wall times, and the TensorBoard scalars but the times."""
+  with open(os.path.join(workdir, 'log.jsonl')) as f:
+    rows = [{k: v for k, v in json.loads(line).items() if 'time' not in k} for line in f]
+  scalars = tensorboard_scalars(os.path.join(workdir, 'tensorboard'))
+  return rows, {tag: values for tag, values in scalars.items() if not tag.startswith('time/')}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('once')
+  _run(workdir, 8)
+  return workdir, _restored(workdir)
+
+
+def test_extended_run_is_bit_identical_logs_included(uninterrupted, tmp_path):
+  workdir, once = uninterrupted
+  assert int(once.state.step) == 8
+  assert os.listdir(workdir / 'state') == ['8']
+  assert os.listdir(workdir / 'best') == [str(once.progress['best_step'])]
+  _run(tmp_path, 4)
+  _run(tmp_path, 8)
+  twice = _restored(tmp_path)
+  _assert_bitwise_equal(twice.state, once.state)
+  _assert_bitwise_equal(twice.best_params, once.best_params)
+  assert twice.progress['best_val'] == once.progress['best_val']
+  assert _logged(tmp_path) == _logged(workdir)
+  rows, scalars = _logged(workdir)
+  assert [s for s, _ in scalars['val/accuracy']] == [2, 4, 6, 8]
+  val = [r for r in rows if 'val_accuracy' in r]
+  assert [v for _, v in scalars['val/accuracy_ci_low']] == pytest.approx(
+    [r['val_accuracy'] - 0.5 for r in val]
+  )
+
+
+class Crash(Exception):
+  pass
+
+
+def test_crash_then_resume_is_bit_identical(uninterrupted, tmp_path):
+  """A run killed after iteration 5 (checkpointed at 4, logged at 4, some of 5
+  done) resumes from 4 to the uninterrupted run's state, and its TensorBoard
+  curves show each step once."""
+  step = _problem()[0]
+
+  def crashing(state, it):
+    if it == 5:
+      raise Crash
+    return step(state, it)
+
+  with pytest.raises(Crash):
+    _run(tmp_path, 8, crashing)
+  assert os.listdir(tmp_path / 'state') == ['4']
+  _run(tmp_path, 8)
+  workdir, once = uninterrupted
+  _assert_bitwise_equal(_restored(tmp_path).state, once.state)
+  assert _logged(tmp_path)[1] == _logged(workdir)[1]
+
+
+def test_async_saves_give_the_same_checkpoints(uninterrupted, tmp_path):
+  _run(tmp_path, 4, async_save=True)
+  _run(tmp_path, 8, async_save=True)
+  _assert_bitwise_equal(_restored(tmp_path).state, uninterrupted[1].state)
+
+
+def _save_msgpack(path, target, metadata):
+  """A checkpoint file as jaxmaml wrote them before Orbax."""
+  payload = {
+    'state': flax.serialization.to_state_dict(jax.device_get(target)),
+    'metadata': json.dumps(metadata),
+  }
+  with open(path, 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(payload))
+
+
+def test_a_run_checkpointed_before_orbax_resumes_bit_identically(uninterrupted, tmp_path):
+  _run(tmp_path, 4)
+  at_4 = _restored(tmp_path)
+  _save_msgpack(
+    tmp_path / 'state.ckpt', at_4.state, {'config': {'lr': 0.01}, 'progress': at_4.progress}
+  )
+  best = {'step': at_4.progress['best_step'], 'accuracy': at_4.progress['best_val']}
+  _save_msgpack(tmp_path / 'best.ckpt', at_4.best_params, best)
+  shutil.rmtree(tmp_path / 'state')
+  shutil.rmtree(tmp_path / 'best')
+  assert int(_restored(tmp_path).state.step) == 4
+  _run(tmp_path, 8)
+  resumed = _restored(tmp_path)
+  _assert_bitwise_equal(resumed.state, uninterrupted[1].state)
+  _assert_bitwise_equal(resumed.best_params, uninterrupted[1].best_params)
+  with open(tmp_path / 'state.ckpt', 'rb') as f:  # Read, never rewritten.
+    assert flax.serialization.msgpack_restore(f.read())['state']['step'] == 4
+
+
+def test_a_corrupt_checkpoint_is_reported_and_left_as_it_is(tmp_path):
+  _run(tmp_path, 2)
+  files = [
+    os.path.join(d, name)
+    for d, _, names in os.walk(tmp_path / 'state' / '2')
+    for name in names
+    if name != '_CHECKPOINT_METADATA'
+  ]
+  for path in files:
+    with open(path, 'wb') as f:
+      f.write(b'\x00garbage')
+  with pytest.raises(ValueError, match=f'{tmp_path}/state/2 is not a checkpoint'):
+    _run(tmp_path, 4)
+  assert os.listdir(tmp_path / 'state') == ['2']
+  for path in files:
+    with open(path, 'rb') as f:
+      assert f.read() == b'\x00garbage'
+
+
+def test_a_different_config_is_refused(tmp_path):
+  _run(tmp_path, 2)
+  _, initial, _ = _problem()
+  checkpoints = _checkpoints(str(tmp_path))._replace(config={'lr': 0.02})
+  with pytest.raises(ValueError, match='different training config'):
+    loop.resume(checkpoints, initial)
