@@ -3,8 +3,7 @@
 The library works on plain parameter pytrees, so models are Flax **linen**
 modules: ``model.apply({'params': params}, x)`` is already a pure function of
 the parameters, which is exactly what the inner loop differentiates. (Flax NNX
-would need ``nnx.split``/``nnx.merge`` around every call to get the same
-functional form; linen gives it directly.)
+and Equinox models get the same form through ``jaxmaml.adapters``.)
 """
 
 from collections.abc import Callable, Sequence

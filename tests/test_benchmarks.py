@@ -216,6 +216,7 @@ def test_family_meta_step_measurement(name):
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
 
 
+@pytest.mark.slow  # ~7 s; the default suite must stay under 10 min.
 def test_precision_meta_step_measurement():
   row = kernels.measure_meta_step(
     'sinusoid', 'second_order', 1, repeats=2, min_block_s=0.01, precision='bfloat16'

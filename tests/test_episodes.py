@@ -81,7 +81,7 @@ def test_host_sampler_semantics(rotate):
   np.testing.assert_array_equal(next(replay).query[0], first.query[0])
 
 
-@pytest.mark.parametrize('host', [False, True])
+@pytest.mark.parametrize('host', [pytest.param(False, marks=pytest.mark.slow), True])  # ~10 s.
 def test_shuffle_support(host):
   """shuffle_support reorders each task's support set, pairs kept; the query
   and (on the device, for the same key) the drawn tasks are unchanged."""
@@ -159,7 +159,7 @@ def test_meta_step_with_on_device_sampler():
   )
 
 
-@pytest.mark.parametrize('host', [False, True])
+@pytest.mark.parametrize('host', [pytest.param(False, marks=pytest.mark.slow), True])  # ~8 s.
 def test_color_images_keep_their_channels(host):
   color = np.random.default_rng(1).integers(0, 256, (6, 4, SIZE, SIZE, 3), dtype=np.uint8)
   catalogue = {

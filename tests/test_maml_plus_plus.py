@@ -56,6 +56,7 @@ def test_msl_weights_anneal():
     np.testing.assert_array_equal(msl_weights(5, iteration, 1000), [0, 0, 0, 0, 1])
 
 
+@pytest.mark.slow  # ~12 s; the everything-on check covers MSL.
 def test_multi_step_loss_is_the_weighted_sum_of_maml_losses():
   """MSL objective = sum_k w_k * (MAML query loss after k steps): values and gradients."""
   loss_fn, params, t = _problem()

@@ -27,6 +27,7 @@ def _config(**overrides):
   return cli.override(config_lib.Config(), **overrides)
 
 
+@pytest.mark.slow  # ~34 s; `make run` runs the same experiment.
 def test_maml_beats_pretrained_after_one_step(tmp_path):
   config = _config(**TINY)
   report = train.train_and_evaluate(config, str(tmp_path))

@@ -220,7 +220,8 @@ def create_train_state(
 ) -> jaxmaml.MetaTrainState:
   """The initial meta-parameters (``learner.init`` of the model's) and optimizer state."""
   image = jaxmaml.Referenced(jnp.zeros([1, config.image_size, config.image_size, channels]))
-  return jaxmaml.init_train_state(learner.init(model.init(key, image)['params']), optimizer)
+  params = jax.jit(model.init)(key, image)['params']  # Jitted: one compile, not one per op.
+  return jaxmaml.init_train_state(learner.init(params), optimizer)
 
 
 def make_checkpoints(config: Config, workdir: str) -> loop.Checkpoints:
