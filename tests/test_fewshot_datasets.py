@@ -75,34 +75,46 @@ def test_maml_trains_and_tests_on_each_miniature(dataset, tmp_path, monkeypatch)
   _train(dataset, tmp_path, monkeypatch)
 
 
-def test_load_splits_cuts_unequal_classes_to_the_smallest(tmp_path, monkeypatch, capsys):
+def test_load_splits_keeps_every_image_of_unequal_classes(tmp_path, monkeypatch):
   root = _miniature('cub', tmp_path, monkeypatch)
   config = cli.override(config_lib.CONFIGS['cub_5way1shot'], **TINY)
   splits = train.load_splits(config, str(root), str(tmp_path / 'cache'))
-  smallest = {
-    split: min(MINI_CUB_COUNTS[c] for c in classes) for split, classes in MINI_CUB.items()
-  }
-  assert smallest == {'train': 3, 'val': 2, 'test': 2}
-  assert {n: s.shape for n, s in splits.items()} == {
-    n: (2, m, 16, 16, 3) for n, m in smallest.items()
-  }
-  assert (
-    'cub train: 2 classes of 3 to 5 images; using the first 3 of each' in capsys.readouterr().out
+  for name, classes in MINI_CUB.items():
+    counts = sorted(MINI_CUB_COUNTS[c] for c in classes)
+    assert sorted(splits[name].counts.tolist()) == counts, name
+    assert splits[name].images.shape == (2, max(counts), 16, 16, 3), name
+  # The tasks drawn for training see the images past the smallest class's count.
+  train_split = splits['train']
+  tasks = train._sample(
+    jax.random.key(0),
+    jnp.asarray(train_split.images),
+    64,
+    num_ways=2,
+    num_shots=1,
+    num_queries=1,
+    rotate=False,
+    counts=jnp.asarray(train_split.counts),
   )
-  with pytest.raises(ValueError, match='The val split cannot serve.*only 2 per class'):
+  big = int(np.argmax(train_split.counts))
+  drawn = np.concatenate([tasks.support[0], tasks.query[0]], axis=1).reshape(-1, 16, 16, 3)
+  images = np.asarray(train_split.images[big], np.float32) / 255.0
+  distance = np.abs(drawn[:, None] - images[None]).max(axis=(2, 3, 4))  # [drawn, examples]
+  seen = set(np.argmin(distance, axis=1)[distance.min(axis=1) < 1e-6].tolist())
+  assert seen == set(range(int(train_split.counts[big])))
+  with pytest.raises(ValueError, match='The val split cannot serve.*smallest class.*only 2'):
     train.load_splits(cli.override(config, num_shots=2), str(root), str(tmp_path / 'cache'))
 
 
 def test_fc100_and_tiered_load_splits(tmp_path, monkeypatch):
   for dataset, shapes in (
     ('fc100', {'train': (4, 4), 'val': (2, 4), 'test': (2, 4)}),
-    ('tiered_imagenet', {'train': (3, 2), 'val': (2, 2), 'test': (2, 2)}),
+    ('tiered_imagenet', {'train': (3, 4), 'val': (2, 3), 'test': (2, 3)}),  # Padded.
   ):
     root = _miniature(dataset, tmp_path / dataset, monkeypatch)
     config = cli.override(config_lib.CONFIGS[f'{dataset}_5way1shot'], **TINY)
     splits = train.load_splits(config, str(root), str(tmp_path / dataset / 'cache'))
-    assert {n: s.shape[:2] for n, s in splits.items()} == shapes, dataset
-    assert all(s.shape[2:] == (16, 16, 3) for s in splits.values())
+    assert {n: s.images.shape[:2] for n, s in splits.items()} == shapes, dataset
+    assert all(s.images.shape[2:] == (16, 16, 3) for s in splits.values())
 
 
 def test_configs_data_dirs_and_paper_figures():

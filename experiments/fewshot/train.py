@@ -1,9 +1,10 @@
-"""Meta-trains MAML (or another algorithm of the family) on Omniglot or
-miniImageNet and evaluates it, resuming from checkpoints.
+"""Meta-trains MAML (or another algorithm of the family) on a few-shot
+dataset and evaluates it, resuming from checkpoints.
 
 ``train_and_evaluate(config, workdir, data_dir)``: loads the data (Omniglot
 from zips, folders or TFDS, split 1100/100/423 characters; miniImageNet in the
-Ravi & Larochelle layout, 64/16/20 classes), meta-trains with tasks
+Ravi & Larochelle layout, 64/16/20 classes; CIFAR-FS, FC100, CUB-200-2011 and
+tieredImageNet with their shipped splits), meta-trains with tasks
 drawn on the device inside the compiled meta-step, validates every
 ``eval_every`` iterations, keeps the best-on-validation parameters, and tests
 them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
@@ -13,10 +14,10 @@ them on ``num_test_tasks`` tasks from the test characters (mean accuracy and
 ``best/`` to ``workdir``.
 """
 
-import functools
 import json
 import os
 import time
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -69,20 +70,27 @@ def _loaders() -> dict:
   }
 
 
-def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
-  """``{'train'|'val'|'test': uint8 [classes, examples, size, size(, 3)]}``, requests checked.
+class Split(NamedTuple):
+  """One split's classes: ``images [classes, examples, size, size(, 3)]`` uint8
+  and, for classes of unequal size (CUB-200-2011, tieredImageNet; padded),
+  ``counts [classes]``, class ``c``'s images being ``images[c, :counts[c]]``;
+  None when every slot is an image."""
 
-  CUB-200-2011 and tieredImageNet have classes of unequal size, loaded padded
-  with their ``counts``. The meta-step and the evaluation here draw tasks
-  without counts, so each split is cut to its smallest class: the first
-  ``min(counts)`` images of every class (in the loader's order) are used, and
-  the cut is printed. (``jaxmaml.data.episodes``' samplers take ``counts=``
-  and draw from every image.)
+  images: np.ndarray
+  counts: np.ndarray | None = None
+
+
+def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> dict:
+  """``{'train'|'val'|'test': Split}``, each checked against the config's tasks.
+
+  Tasks are drawn from every image of classes of unequal size (the samplers'
+  ``counts=``); a split whose smallest class is too small for the config's
+  shots and queries is refused.
   """
   if config.dataset == 'omniglot':
     data = omniglot.load_omniglot(data_dir, image_size=config.image_size, cache_dir=cache_dir)
     splits = {
-      name: data.images[idx]
+      name: Split(data.images[idx])
       for name, idx in omniglot.split_characters(seed=config.split_seed).items()
     }
   else:
@@ -90,21 +98,15 @@ def load_splits(config: Config, data_dir: str, cache_dir: str | None = None) -> 
     splits = {}
     for name in miniimagenet.SPLITS:  # 'train', 'val', 'test', as every loader's.
       split = load(data_dir, name, image_size=config.image_size, cache_dir=cache_dir)
-      counts = getattr(split, 'counts', None)
-      smallest = split.images.shape[1] if counts is None else int(counts.min())
-      if smallest < split.images.shape[1]:
-        print(
-          f'{config.dataset} {name}: {len(counts)} classes of {smallest} to '
-          f'{int(counts.max())} images; using the first {smallest} of each'
-        )
-      splits[name] = split.images[:, :smallest]
-  for name, images in splits.items():
+      splits[name] = Split(split.images, getattr(split, 'counts', None))
+  for name, split in splits.items():
     try:
       episodes.check_episode_request(
-        images.shape,
+        split.images.shape,
         config.num_ways,
         config.training_shots if name == 'train' else config.num_shots,
         config.queries,
+        counts=split.counts,
       )
     except ValueError as e:
       raise ValueError(f'The {name} split cannot serve this config: {e}') from None
@@ -174,25 +176,26 @@ def _channels(images) -> int:
   return 1 if images.ndim == 4 else images.shape[-1]
 
 
-def evaluate_split(eval_learner, params, images, key, num_tasks: int, config: Config):
-  """Per-task accuracies ``[num_tasks]`` on tasks drawn from ``images``."""
+def evaluate_split(eval_learner, params, split: Split, key, num_tasks: int, config: Config):
+  """Per-task accuracies ``[num_tasks]`` on tasks drawn from ``split`` (on the device)."""
   accuracies = []
   for start in range(0, num_tasks, config.eval_batch_size):
     size = min(config.eval_batch_size, num_tasks - start)
     tasks = _sample(
       jax.random.fold_in(key, start),
-      images,
+      split.images,
       size,
       num_ways=config.num_ways,
       num_shots=config.num_shots,
       num_queries=config.queries,
       rotate=config.rotate,
+      counts=split.counts,
     )
     metrics = jaxmaml.evaluate(
       eval_learner.task_loss,
       params,
       tasks,
-      **_task_mapping(config, size, config.num_shots, _channels(images)),
+      **_task_mapping(config, size, config.num_shots, _channels(split.images)),
     )
     accuracies.append(np.asarray(metrics['accuracy']))
   return np.concatenate(accuracies)
@@ -240,39 +243,45 @@ def make_checkpoints(config: Config, workdir: str) -> loop.Checkpoints:
   )
 
 
-def compile_meta_step(config: Config, learner, optimizer, state, images, key, mesh):
+def compile_meta_step(config: Config, learner, optimizer, state, split: Split, key, mesh):
   """``(step, state, seconds)``: the compiled meta-step as ``loop.run`` calls it,
-  drawing its tasks from ``images`` on the device, and ``state`` replicated over
+  drawing its tasks from ``split`` on the device, and ``state`` replicated over
   ``mesh``."""
   devices = 1 if mesh is None else mesh.size
-  meta_step = jaxmaml.make_meta_step(
-    learner,
-    optimizer,
-    mesh=mesh,
-    **_task_mapping(
-      config, config.meta_batch_size // devices, config.training_shots, _channels(images)
-    ),
-    sampler=functools.partial(
-      episodes.sample_episodes,
-      num_tasks=config.meta_batch_size,
+
+  def sampler(key, images, counts):
+    return episodes.sample_episodes(
+      key,
+      images,
+      config.meta_batch_size,
       num_ways=config.num_ways,
       num_shots=config.training_shots,
       num_queries=config.queries,
       rotate=config.rotate,
       shuffle_support=config.algo.inner_batch_size is not None,
+      counts=counts,
+    )
+
+  meta_step = jaxmaml.make_meta_step(
+    learner,
+    optimizer,
+    mesh=mesh,
+    **_task_mapping(
+      config, config.meta_batch_size // devices, config.training_shots, _channels(split.images)
     ),
+    sampler=sampler,
   )
-  images = jnp.asarray(images)
+  data = jax.tree.map(jnp.asarray, split)
   if mesh is not None:  # Once, so that no step copies them.
-    state, images = jaxmaml.replicate((state, images), mesh)
+    state, data = jaxmaml.replicate((state, data), mesh)
   start = time.perf_counter()
-  compiled = meta_step.lower(state, key, images).compile()
+  compiled = meta_step.lower(state, key, *data).compile()
   seconds = time.perf_counter() - start
   if jax.process_index() == 0:
     print(
       f'compiled the meta-step in {seconds:.1f} s ({devices} device(s), {config.algo.precision})'
     )
-  step = lambda state, it: compiled(state, jax.random.fold_in(key, it), images)
+  step = lambda state, it: compiled(state, jax.random.fold_in(key, it), *data)
   return step, state, seconds
 
 
@@ -292,11 +301,9 @@ def meta_train(
   step, state, compile_time = compile_meta_step(
     config, learners.training, optimizer, run.state, splits['train'], keys['train'], mesh
   )
-  val_images = jnp.asarray(splits['val'])
+  val = jax.tree.map(jnp.asarray, splits['val'])
   validate = lambda params: _summary(
-    evaluate_split(
-      learners.evaluation, params, val_images, keys['val'], config.num_val_tasks, config
-    )
+    evaluate_split(learners.evaluation, params, val, keys['val'], config.num_val_tasks, config)
   )
   run = loop.run(
     step,
@@ -344,7 +351,7 @@ def train_and_evaluate(
   run = loop.resume(
     checkpoints,
     create_train_state(
-      config, model, learners.training, optimizer, keys['init'], _channels(splits['train'])
+      config, model, learners.training, optimizer, keys['init'], _channels(splits['train'].images)
     ),
   )
   compile_time = 0.0
@@ -376,12 +383,14 @@ def train_and_evaluate(
   return report
 
 
-def evaluate_test(config: Config, eval_learner, params, images, key, data_dir: str) -> dict:
-  """``test``: ``params`` on ``config.num_test_tasks`` tasks of ``images``;
+def evaluate_test(config: Config, eval_learner, params, split: Split, key, data_dir: str) -> dict:
+  """``test``: ``params`` on ``config.num_test_tasks`` tasks of ``split``;
   ``lake_runs``: on Lake et al.'s runs, for 20-way Omniglot models."""
   results = {
     'test': _summary(
-      evaluate_split(eval_learner, params, jnp.asarray(images), key, config.num_test_tasks, config)
+      evaluate_split(
+        eval_learner, params, jax.tree.map(jnp.asarray, split), key, config.num_test_tasks, config
+      )
     )
   }
   lake_path = os.path.join(data_dir, 'one-shot-classification', 'all_runs.zip')
