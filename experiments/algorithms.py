@@ -58,8 +58,8 @@ class AlgorithmConfig:
     algorithm: one of ``ALGORITHMS`` (see the module docstring for how each
       is built).
     first_order: first-order MAML (and ANIL, Meta-SGD).
-    inner_lr: inner-loop step size (Meta-SGD: the rates' start; Reptile with
-      inner Adam: Adam's step size).
+    inner_lr: inner-loop step size, finite and > 0 (Meta-SGD: the rates'
+      start; Reptile with inner Adam: Adam's step size).
     train_inner_steps, eval_inner_steps: inner steps in training and at test.
     msl_iterations: MAML++'s multi-step loss lasts this many iterations.
     imaml_reg, cg_steps: iMAML's proximal regularisation and CG iterations.
@@ -69,7 +69,8 @@ class AlgorithmConfig:
       ``b1=0``, as the Reptile paper), at ``inner_lr``.
     inner_batch_size: Reptile's inner mini-batch (training only); None uses
       the whole support at every step.
-    outer_lr: the outer learning rate (Adam; Reptile: plain SGD).
+    outer_lr: the outer learning rate, finite and > 0 (Adam; Reptile: plain
+      SGD).
     outer_schedule: the outer learning rate over the run's iterations:
       'constant', 'cosine' (MAML++) or 'linear' to 0 (Reptile).
     outer_clip_norm: clip each meta-gradient to this global L2 norm before
@@ -101,6 +102,10 @@ class AlgorithmConfig:
     cli.check_choice(self.outer_schedule, 'outer_schedule', OUTER_SCHEDULES)
     cli.check_choice(self.inner_optimizer, 'inner_optimizer', INNER_OPTIMIZERS)
     cli.check_choice(self.precision, 'precision', PRECISIONS)
+    cli.check_bools(self, ('first_order',))
+    # Non-positive rates run without a word (a negative inner rate ascends the
+    # support loss; a zero outer rate divides by zero in the cosine schedule).
+    cli.check_positive_reals(self, ('inner_lr', 'outer_lr'))
     cli.check_positive_ints(self, ('train_inner_steps', 'eval_inner_steps', 'cg_steps'))
     checks.int_at_least(self.msl_iterations, 'msl_iterations', 0)
     checks.optional_positive_int(self.inner_batch_size, 'inner_batch_size')
@@ -245,3 +250,12 @@ def make_optimizer(algo: AlgorithmConfig, num_iterations: int) -> optax.Gradient
   # Skip (and count) updates whose meta-gradient is not finite; the training
   # loop stops at the first one. The count never reaches this limit.
   return optax.apply_if_finite(optimizer, max_consecutive_errors=2**30)
+
+
+def schedule_iterations(algo: AlgorithmConfig, num_iterations: int) -> int | None:
+  """The iterations the outer learning rate is scheduled over (None: constant).
+
+  Checkpoints record it: a scheduled run resumes only to the count it started
+  with, a constant one may be extended.
+  """
+  return None if algo.outer_schedule == 'constant' else num_iterations

@@ -4,6 +4,7 @@ argument checks for configs, and the environment record written into results."""
 
 import argparse
 import dataclasses
+import numbers
 import os
 import platform
 import types
@@ -118,6 +119,65 @@ def check_positive_ints(config, names) -> None:
   """Raises an error naming the first field of ``names`` that is not an int >= 1."""
   for name in names:
     checks.positive_int(getattr(config, name), name)
+
+
+def check_positive_reals(config, names) -> None:
+  """Raises an error naming the first field of ``names`` that is not a finite real > 0."""
+  for name in names:
+    checks.real_number(getattr(config, name), name, positive=True)
+
+
+def check_int_between(value, name: str, minimum: int, maximum: int) -> int:
+  """``value`` as an int, or an error naming ``name`` unless an int in
+  ``[minimum, maximum]``.
+
+  Examples:
+    >>> check_int_between(7, 'seed', 0, SEED_MAX)
+    7
+    >>> check_int_between(-1, 'seed', 0, SEED_MAX)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be an int in [0, 4294967295], got -1.
+  """
+  expected = f'an int in [{minimum}, {maximum}]'
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise checks.NotAnIntError(f'{name} must be {expected}, got {value!r}.')
+  if not minimum <= value <= maximum:
+    raise ValueError(f'{name} must be {expected}, got {value}.')
+  return int(value)
+
+
+# ``jax.random.key`` keeps the low 32 bits of a seed: 2**32 would be seed 0.
+SEED_MAX = 2**32 - 1
+
+
+def check_seeds(config, names) -> None:
+  """Raises an error naming the first field of ``names`` that is no int in
+  ``[0, SEED_MAX]`` (larger or negative seeds alias smaller ones)."""
+  for name in names:
+    check_int_between(getattr(config, name), name, 0, SEED_MAX)
+
+
+def check_bools(config, names) -> None:
+  """Raises a TypeError naming the first field of ``names`` that is not a bool."""
+  for name in names:
+    value = getattr(config, name)
+    if not isinstance(value, bool):
+      raise TypeError(f'{name} must be a bool, got {value!r}.')
+
+
+def check_tuple(value, name: str, check_item, *, empty: bool = False, unique: bool = False):
+  """Raises an error naming ``name`` unless ``value`` is a tuple (non-empty
+  unless ``empty``, without repeats with ``unique``) whose items pass
+  ``check_item(item, f'{name}[i]')``."""
+  if not isinstance(value, tuple):
+    raise TypeError(f'{name} must be a tuple, got {value!r}.')
+  if not value and not empty:
+    raise ValueError(f'{name} must not be empty.')
+  for i, item in enumerate(value):
+    check_item(item, f'{name}[{i}]')
+  if unique and len(set(value)) != len(value):
+    raise ValueError(f'{name} must not repeat a value, got {value}.')
 
 
 def check_choice(value, name: str, choices: tuple[str, ...]) -> None:

@@ -10,12 +10,22 @@ neither TensorFlow nor PyTorch; ``clu.metric_writers`` writes TensorBoard
 files only through TensorFlow), with a margin chart of the validation
 accuracy and its 95 % CI. A resumed run purges the events logged after the
 checkpoint it resumed from, so the curves show each step once.
+
+``log.jsonl`` is written line-atomically: each row is one ``write`` of a
+complete line to a file opened for appending, unbuffered (``flush``, at every
+checkpoint, ``fsync``-s it), so a run killed at any moment leaves whole rows
+and at most a partial last line if the system stopped mid-write. Opening the
+writer drops a last line that ``read_log`` would ignore (partial or
+unparsable), with a warning, before appending, so it cannot end up in the
+middle of the file; ``read_log(path)`` reads the rows back, ignoring such a
+last line with a warning and refusing corruption anywhere else.
 """
 
 from collections.abc import Callable, Sequence
 import json
 import os
 from typing import NamedTuple
+import warnings
 
 LOGS = ('jsonl', 'tensorboard')
 
@@ -56,9 +66,112 @@ def parse_logs(value: str) -> tuple[str, ...]:
   return kinds
 
 
+def _parse_row(line: bytes) -> dict | None:
+  """``line`` (without its newline) as a row, or None if it is not a JSON object."""
+  try:
+    row = json.loads(line)
+  except ValueError:  # json.JSONDecodeError and UnicodeDecodeError.
+    return None
+  return row if isinstance(row, dict) else None
+
+
+def _rows(path: str) -> tuple[list[dict], int, bytes]:
+  """``(rows, end, dropped)``: the rows of ``log.jsonl`` at ``path``; ``end``,
+  where the file's last valid line ends; ``dropped``, what follows it (an
+  unparsable or partial last line, else ``b''``).
+
+  Raises:
+    ValueError: naming the file and the line, for an unparsable line
+      anywhere but last.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  lines = data.split(b'\n')
+  if lines[-1] == b'':  # The file ends with a newline (or is empty).
+    lines.pop()
+  rows, end = [], 0
+  for number, line in enumerate(lines, start=1):
+    row = _parse_row(line)
+    if row is None:
+      if number < len(lines):
+        raise ValueError(
+          f'{path}, line {number}: not a JSON object ({line[:80]!r}); the log is corrupt '
+          'before its last line, which a killed run cannot cause: the file was edited or '
+          'damaged. Fix or remove that line.'
+        )
+      return rows, end, data[end:]
+    rows.append(row)
+    end += len(line) + 1
+  return rows, min(end, len(data)), b''
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+  """The rows of the ``log.jsonl`` at ``path``, in order.
+
+  A last line that is partial (no newline: the run was killed while writing
+  it) or does not parse is ignored with a warning; it is the row being
+  written when the run stopped, and a resumed run logs that step again.
+
+  Raises:
+    FileNotFoundError: if there is no ``path``.
+    ValueError: naming the file and the line number, for a line before the
+      last that is not a JSON object.
+
+  Examples:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), 'log.jsonl')
+    >>> with open(path, 'w') as f:
+    ...   _ = f.write('{"step": 1, "train_loss": 0.5}\\n{"step": 2, "tr')
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...   warnings.simplefilter('always')
+    ...   read_log(path)
+    [{'step': 1, 'train_loss': 0.5}]
+    >>> 'partial last line' in str(caught[0].message) and '(line 2, 15 bytes' in str(
+    ...   caught[0].message
+    ... )
+    True
+  """
+  path = os.fspath(path)
+  rows, _, dropped = _rows(path)
+  if dropped:
+    warnings.warn(_dropped_message('Ignoring', path, len(rows) + 1, dropped), stacklevel=2)
+  return rows
+
+
+def _dropped_message(verb: str, path: str, number: int, dropped: bytes) -> str:
+  if dropped.endswith(b'\n'):
+    kind, why = 'unparsable', 'it is not a JSON object'
+  else:
+    kind, why = 'partial', 'a run stopped while writing it'
+  return (
+    f'{verb} the {kind} last line of {path} (line {number}, {len(dropped)} bytes, '
+    f'{dropped[:80]!r}): {why}.'
+  )
+
+
+def _last_byte(path: str) -> bytes:
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1)
+
+
 def _jsonl(workdir: str) -> Writer:
-  log = open(os.path.join(workdir, 'log.jsonl'), 'a')
-  return Writer(lambda row: log.write(json.dumps(row) + '\n'), log.flush, log.close)
+  path = os.path.join(workdir, 'log.jsonl')
+  if os.path.exists(path):  # Appending after a partial line would corrupt the log.
+    rows, end, dropped = _rows(path)
+    if dropped:
+      warnings.warn(_dropped_message('Dropping', path, len(rows) + 1, dropped), stacklevel=3)
+      os.truncate(path, end)
+  log = open(path, 'ab', buffering=0)  # O_APPEND, and no buffer to split a line.
+  if os.path.getsize(path) and _last_byte(path) != b'\n':
+    log.write(b'\n')  # A whole row without its newline: keep it, end its line.
+
+  def write(row: dict) -> None:
+    line = memoryview((json.dumps(row) + '\n').encode())
+    while line:  # One write but in a rare short write (a full disk raises).
+      line = line[log.write(line) :]
+
+  return Writer(write, lambda: os.fsync(log.fileno()), log.close)
 
 
 def _tag(name: str) -> str:
@@ -111,6 +224,15 @@ def open_writer(workdir: str, kinds: Sequence[str], start_step: int = 0) -> Writ
     workdir: where ``log.jsonl`` and ``tensorboard/`` are.
     kinds: a subset of ``LOGS``; empty: a writer that drops every row.
     start_step: the iteration the run starts (resumes) from.
+
+  Raises:
+    ValueError: for ``'jsonl'``, if the existing ``log.jsonl`` is corrupt
+      before its last line (as ``read_log``), before the run starts rather
+      than when its rows are read back.
+
+  Warns:
+    UserWarning: for ``'jsonl'``, when a partial or unparsable last line of
+      the existing ``log.jsonl`` is dropped before appending.
   """
   writers = [_jsonl(workdir) if k == 'jsonl' else _tensorboard(workdir, start_step) for k in kinds]
 

@@ -10,12 +10,17 @@ writers: ``log.jsonl``, TensorBoard), validates every ``eval_every`` (keeping
 the best parameters), and checkpoints every ``checkpoint_every`` (Orbax,
 ``jaxmaml.checkpoint``). The task stream is keyed by iteration, so a resumed
 run computes exactly what an uninterrupted one would.
+
+Nothing non-finite reaches disk: ``with_finite_flag(meta_step)`` compiles one
+reduced flag into the step (the new parameters, optimizer state and loss all
+finite), which ``run`` reads only where it logs, validates or checkpoints; a
+false flag stops the run there, before anything is written, naming the last
+(finite) checkpoint. ``resume`` refuses a checkpoint holding non-finite values.
 """
 
 from collections.abc import Callable
 import contextlib
 import json
-import math
 import os
 import time
 import typing
@@ -29,6 +34,9 @@ import tqdm
 from experiments import logs
 import jaxmaml
 from jaxmaml import checkpoint
+
+FINITE = 'finite'
+"""The metric ``with_finite_flag`` adds and ``run`` reads: the new state and loss all finite."""
 
 
 class Cadence(NamedTuple):
@@ -100,17 +108,18 @@ def resume(checkpoints: Checkpoints, state: jaxmaml.MetaTrainState) -> Resumed:
   if checkpoints.best_path is not None:
     progress.update(best_val=-1.0, best_step=0)
   initial_params = state.params
+  smoothed = None
   restored = _restore(checkpoints.path, checkpoints.msgpack_path, state)
   if restored is not None:
     state, saved = restored
-    config = {**(checkpoints.added_defaults or {}), **saved.get('config', {})}
-    if config != json.loads(json.dumps(checkpoints.config)):
-      raise ValueError(
-        f'{checkpoints.path} was written with a different training config '
-        f'({saved.get("config")}); use another --workdir or delete it.'
-      )
+    check_config(
+      {**(checkpoints.added_defaults or {}), **saved.get('config', {})},
+      checkpoints.config,
+      checkpoints.path,
+    )
     # The sinusoid's first checkpoints kept the wall time alone.
     progress.update(saved.get('progress', {'wall_time_s': saved.get('wall_time_s', 0.0)}))
+    smoothed = progress.pop('smoothed', None)
   best_params = state.params
   restored_best = (
     None
@@ -121,20 +130,75 @@ def resume(checkpoints: Checkpoints, state: jaxmaml.MetaTrainState) -> Resumed:
     best_params, best = restored_best
     if best['accuracy'] >= progress['best_val']:  # Saved after the last state checkpoint.
       progress.update(best_val=best['accuracy'], best_step=best['step'])
-  return Resumed(state, best_params, progress)
+  return Resumed(state, best_params, progress, smoothed)
+
+
+def check_config(saved: dict, config: dict, path: str) -> None:
+  """Raises a ValueError naming every field where ``saved`` (a checkpoint's) differs."""
+  config = json.loads(json.dumps(config))  # As the checkpoint's JSON holds it.
+  differ = [k for k in sorted(set(saved) | set(config)) if saved.get(k) != config.get(k)]
+  if not differ:
+    return
+  fields = ', '.join(f'{k}={saved.get(k)!r} (now {config.get(k)!r})' for k in differ)
+  hint = (
+    ' A scheduled outer learning rate decays over the num_iterations the run '
+    'started with: such a run resumes to that count only.'
+    if 'outer_schedule_iterations' in differ
+    else ''
+  )
+  raise ValueError(
+    f'{path} was written with a different training config: {fields}.{hint} '
+    'Use another --workdir, or delete it.'
+  )
 
 
 def _restore(directory: str, msgpack_path: str | None, target):
-  """The latest checkpoint in ``directory``, else that of ``msgpack_path``, else None."""
+  """The latest checkpoint in ``directory``, else that of ``msgpack_path``, else
+  None; refused if it holds non-finite values."""
+  restored = None
   if os.path.isdir(directory):
     manager = checkpoint.checkpoint_manager(directory)
     try:
       restored = checkpoint.restore_checkpoint(manager, target)
     finally:
       manager.close()
-    if restored is not None:
-      return restored
-  return None if msgpack_path is None else checkpoint.restore_msgpack(msgpack_path, target)
+  if restored is None and msgpack_path is not None:
+    restored, directory = checkpoint.restore_msgpack(msgpack_path, target), msgpack_path
+  if restored is not None and not all_finite(restored[0]):
+    raise ValueError(
+      f'{directory} holds non-finite values (a diverged run, saved before jaxmaml '
+      'refused to checkpoint one): delete it, or use another --workdir.'
+    )
+  return restored
+
+
+def all_finite(tree) -> bool:
+  """Whether every floating-point leaf of ``tree`` is finite (on the host)."""
+  return bool(_all_finite(tree))
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  flags = [
+    jnp.all(jnp.isfinite(x))
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def with_finite_flag(meta_step: Callable) -> Callable:
+  """``meta_step`` (``(state, *args) -> (state, metrics)``) jitted, with
+  ``metrics[FINITE]``: a bool scalar, whether the new state's parameters and
+  optimizer state and the step's ``loss`` are all finite. One reduction in the
+  compiled step; ``run`` reads it only where it writes."""
+
+  def step(state: jaxmaml.MetaTrainState, *args):
+    state, metrics = meta_step(state, *args)
+    finite = _all_finite((state.params, state.opt_state, metrics['loss']))
+    return state, {**metrics, FINITE: finite}
+
+  return jax.jit(step)
 
 
 def run(
@@ -156,8 +220,8 @@ def run(
 
   Args:
     step: ``(state, iteration) -> (state, metrics)``, one meta-step on the
-      tasks of ``iteration``; ``metrics`` hold per-task ``loss`` and the
-      others named in ``metrics``.
+      tasks of ``iteration``; ``metrics`` hold per-task ``loss``, the others
+      named in ``metrics`` and ``FINITE`` (``with_finite_flag``).
     resumed: where the run stands (``resume``).
     checkpoints: where to checkpoint, and the config to record.
     cadence: how long, and how often to log, validate and checkpoint.
@@ -177,7 +241,10 @@ def run(
     this call.
 
   Raises:
-    FloatingPointError: at the first logged non-finite loss or meta-gradient.
+    FloatingPointError: at the first iteration that would log, validate or
+      checkpoint with a non-finite loss or state (nothing is written for it;
+      the message names the last checkpoint), or, in low precision, a
+      skipped non-finite meta-gradient.
     ValueError: if ``resumed`` is past ``cadence.num_iterations``, or
       ``validate`` comes without ``best_path`` or ``eval_every``.
   """
@@ -225,10 +292,14 @@ def run(
       last = done == cadence.num_iterations or (
         cadence.time_budget_s is not None and train_time() >= cadence.time_budget_s
       )
+      evaluates = validate is not None and (done % cadence.eval_every == 0 or last)
+      checkpoints_now = done % cadence.checkpoint_every == 0 or last
+      if done % cadence.log_every == 0 or evaluates or checkpoints_now:
+        check_finite_updates(state.opt_state, done)
+        if not bool(step_metrics[FINITE]):
+          raise _diverged(done, state_manager, checkpoints.path)
       if done % cadence.log_every == 0 or last:
         means = {name: float(jnp.mean(step_metrics[name])) for name in metrics}
-        check_finite_updates(state.opt_state, done)
-        check_finite_loss(means['loss'], done)
         first = means[metrics[0]]
         smoothed = first if smoothed is None else 0.9 * smoothed + 0.1 * first
         writer.write({'step': done, **{f'train_{k}': v for k, v in means.items()}, **times()})
@@ -236,7 +307,7 @@ def run(
         if validate is not None:
           postfix['best_val'] = f'{progress["best_val"]:.1f}%'
         bar.set_postfix(postfix)
-      if validate is not None and (done % cadence.eval_every == 0 or last):
+      if evaluates:
         eval_start = time.perf_counter()
         summary = validate(state.params)
         progress['eval_time_s'] += time.perf_counter() - eval_start
@@ -251,7 +322,7 @@ def run(
           progress.update(best_val=summary['accuracy'], best_step=done)
           best_params = state.params
           checkpoint.save_checkpoint(best_manager, done, best_params, {'step': done, **summary})
-      if done % cadence.checkpoint_every == 0 or last:
+      if checkpoints_now:
         jax.block_until_ready(state)
         checkpoint.save_checkpoint(
           state_manager,
@@ -260,7 +331,7 @@ def run(
           {
             'config': checkpoints.config,
             **(checkpoints.metadata or {}),
-            'progress': {**progress, 'wall_time_s': elapsed()},
+            'progress': {**progress, 'wall_time_s': elapsed(), 'smoothed': smoothed},
           },
         )
         writer.flush()
@@ -272,20 +343,20 @@ def run(
   return Resumed(state, best_params if validate else state.params, progress, smoothed)
 
 
-def read_log(path: str) -> list[dict]:
-  """The rows ``run`` logged to ``path``."""
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
-def check_finite_loss(loss: float, iteration: int) -> None:
-  """Stops a run whose meta-training diverged, before it is checkpointed."""
-  if not math.isfinite(loss):
-    raise FloatingPointError(
-      f'meta-training diverged: the mean query loss is {loss} at iteration {iteration}. '
-      'The last checkpoint holds the state before that; try a smaller outer_lr or '
-      'inner_lr.'
-    )
+def _diverged(iteration: int, manager, path: str) -> FloatingPointError:
+  """The error that stops a diverged run, naming its last (finite) checkpoint."""
+  last = manager.latest_step()
+  kept = (
+    'no checkpoint was written before it'
+    if last is None
+    else f'the last checkpoint, {os.path.join(path, str(last))} (iteration {last}), is finite'
+  )
+  return FloatingPointError(
+    f'meta-training diverged: the loss or the new parameters or optimizer state are '
+    f'not finite at iteration {iteration}; nothing was saved for it, and {kept}. A '
+    'resumed run would draw the same tasks: rerun with a smaller outer_lr or inner_lr '
+    'in a new --workdir.'
+  )
 
 
 def check_finite_updates(opt_state, iteration: int) -> None:

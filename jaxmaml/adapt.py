@@ -119,23 +119,33 @@ def is_per_parameter(inner_lr: InnerLR) -> bool:
   )
 
 
-def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation:
+def inner_sgd(
+  inner_lr: InnerLR, num_steps: int, *, allow_negative_lr: bool = False
+) -> optax.GradientTransformation:
   """Plain gradient descent ``params - inner_lr * grad`` for any ``InnerLR``, checked.
 
   A scalar gives ``optax.sgd(inner_lr)``; a schedule ``optax.sgd`` of it,
-  evaluated (and checked finite) at steps ``0 .. num_steps - 1``; a pytree
+  evaluated (and checked) at steps ``0 .. num_steps - 1``; a pytree
   ``scale_by_rates(inner_lr)``.
+
+  Args:
+    inner_lr: the rate, see ``InnerLR``; finite, and >= 0 unless
+      ``allow_negative_lr`` (0 is no adaptation).
+    num_steps: the number of inner steps, a positive int.
+    allow_negative_lr: accept negative rates: the inner loop then ascends the
+      loss (gradient-ascent experiments). Off by default, since a negative
+      rate is otherwise a sign error that trains silently.
 
   Raises:
     TypeError, ValueError: naming ``inner_lr``, for a missing, non-numeric,
-      non-finite or malformed rate, before any compute.
+      non-finite, negative or malformed rate, before any compute.
   """
   num_steps = checks.positive_int(num_steps, 'num_steps')
   if inner_lr is None:
     raise TypeError('inner_lr is required (a scalar, schedule or pytree).')
   if callable(inner_lr):
     inner_lr = jnp.broadcast_to(jnp.asarray(inner_lr(jnp.arange(num_steps))), (num_steps,))
-  checks.finite_leaves(inner_lr, 'inner_lr')
+  checks.rate(inner_lr, 'inner_lr', allow_negative=allow_negative_lr)
   if is_per_parameter(inner_lr):
     return scale_by_rates(inner_lr)
   if np.ndim(inner_lr) == 0:
@@ -155,16 +165,25 @@ def inner_sgd(inner_lr: InnerLR, num_steps: int) -> optax.GradientTransformation
 
 
 def sgd_or(
-  inner_optimizer: optax.GradientTransformation | None, inner_lr: InnerLR | None, num_steps: int
+  inner_optimizer: optax.GradientTransformation | None,
+  inner_lr: InnerLR | None,
+  num_steps: int,
+  *,
+  allow_negative_lr: bool = False,
 ) -> optax.GradientTransformation:
-  """``inner_optimizer``, or ``inner_sgd(inner_lr, num_steps)``: exactly one of them is given."""
+  """``inner_optimizer``, or ``inner_sgd(inner_lr, num_steps, allow_negative_lr=...)``.
+
+  Exactly one of ``inner_optimizer`` and ``inner_lr`` is given.
+  """
   if inner_lr is None and inner_optimizer is None:
     raise TypeError(
       'inner_lr is required (a scalar, schedule or pytree) unless inner_optimizer is given.'
     )
   if inner_lr is not None and inner_optimizer is not None:
     raise TypeError('Give exactly one of inner_lr and inner_optimizer, not both.')
-  return inner_sgd(inner_lr, num_steps) if inner_optimizer is None else inner_optimizer
+  if inner_optimizer is None:
+    return inner_sgd(inner_lr, num_steps, allow_negative_lr=allow_negative_lr)
+  return inner_optimizer
 
 
 def make_trajectory(

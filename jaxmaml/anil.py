@@ -42,6 +42,7 @@ def anil(
   remat: bool | int = False,
   unroll: int | bool | None = None,
   has_aux: bool = False,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """Almost No Inner Loop: MAML adapting only the ``head`` parameters.
 
@@ -52,7 +53,8 @@ def anil(
     head: the parameters the inner loop adapts: a pytree of Python bools
       with the structure of ``params``, or ``params -> mask``; by default the
       last layer (``last_layer``).
-    first_order, remat, unroll, has_aux: as for ``jaxmaml.maml``.
+    first_order, remat, unroll, has_aux, allow_negative_lr: as for
+      ``jaxmaml.maml``.
 
   Returns:
     A ``MetaLearner``; the meta-gradient covers body and head (the body
@@ -78,4 +80,5 @@ def anil(
     unroll=unroll,
     has_aux=has_aux,
     mask=head,
+    allow_negative_lr=allow_negative_lr,
   )

@@ -71,12 +71,62 @@ def save_checkpoint(manager: Any, step: int, target: Any, metadata: dict | None 
   )
 
 
-def _check_shapes(path, restored, target) -> None:
-  for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(target)):
-    if np.shape(got) != np.shape(want):
+def _dtype(leaf):
+  return np.dtype(leaf.dtype) if getattr(leaf, 'dtype', None) is not None else None
+
+
+def _check_leaves(path, target, saved) -> None:
+  """Raises a ValueError naming the first leaf of ``target`` the checkpoint disagrees with.
+
+  Args:
+    path: the checkpoint, for the message.
+    target: the pytree restored into.
+    saved: ``key_path -> leaf or None``, what the checkpoint holds at a leaf
+      of ``target`` (an array, or Orbax's metadata of one): its shape and,
+      where the target leaf has one (an array, not a Python scalar), its
+      dtype are compared, so that int32 parameters are not silently restored
+      (or cast) into a float32 state.
+  """
+  for key, want in jax.tree_util.tree_leaves_with_path(target):
+    got = saved(key)
+    if got is None:
+      continue
+    where = jax.tree_util.keystr(key) or '(the root)'
+    got_shape = tuple(got.shape) if hasattr(got, 'shape') else np.shape(got)
+    if got_shape != np.shape(want):
       raise ValueError(
-        f'{path} holds an array of shape {np.shape(got)} where the target has {np.shape(want)}.'
+        f'{path}: leaf {where} holds an array of shape {got_shape} where the target '
+        f'has {np.shape(want)}.'
       )
+    want_dtype, got_dtype = _dtype(want), _dtype(got)
+    if want_dtype is not None and got_dtype is not None and got_dtype != want_dtype:
+      raise ValueError(
+        f'{path}: leaf {where} holds {got_dtype} where the target has {want_dtype}; cast the '
+        'target (or the saved state) so that the dtypes agree.'
+      )
+
+
+def _names(key_path) -> tuple[str, ...]:
+  """A key path as plain names: Orbax's metadata has dicts where the state has NamedTuples."""
+  return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in key_path)
+
+
+def _saved_metadata(manager: Any, step: int):
+  """``key_path -> ArrayMetadata or None`` of the checkpoint's state (None if unreadable)."""
+  try:
+    tree = manager.item_metadata(step)['state']
+  except Exception:  # No metadata (older Orbax): the restored arrays are checked instead.
+    return None
+  if tree is None:
+    return None
+  leaves = {_names(k): leaf for k, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  return lambda key: leaves.get(_names(key))
+
+
+def _by_path(restored):
+  """``key_path -> leaf`` of ``restored``."""
+  leaves = dict(jax.tree_util.tree_leaves_with_path(restored))
+  return leaves.get
 
 
 def restore_checkpoint(manager: Any, target: Any) -> tuple[Any, dict] | None:
@@ -92,7 +142,8 @@ def restore_checkpoint(manager: Any, target: Any) -> tuple[Any, dict] | None:
 
   Raises:
     ValueError: if the checkpoint is unreadable (corrupt, truncated) or does
-      not match ``target``, naming its directory.
+      not match ``target`` (its structure, or a leaf's shape or dtype: the
+      error names the leaf), naming its directory.
   """
   ocp = _orbax()
   step = manager.latest_step()
@@ -109,7 +160,9 @@ def restore_checkpoint(manager: Any, target: Any) -> tuple[Any, dict] | None:
     )
   except Exception as e:  # Corrupt files or a mismatched structure.
     raise ValueError(f'{path} is not a checkpoint matching the target: {e}') from e
-  _check_shapes(path, restored.state, target)
+  # Orbax casts to the target's dtypes: compare with what was saved.
+  _check_leaves(path, target, _saved_metadata(manager, step) or _by_path(restored.state))
+  _check_leaves(path, target, _by_path(restored.state))
   return restored.state, dict(restored.metadata or {})
 
 
@@ -120,7 +173,9 @@ def restore_msgpack(path: str, target: Any) -> tuple[Any, dict] | None:
     ``(restored, metadata)``, or None when ``path`` does not exist.
 
   Raises:
-    ValueError: if the file is not such a checkpoint or does not match ``target``.
+    ValueError: if the file is not such a checkpoint or does not match
+      ``target`` (its structure, or a leaf's shape or dtype: the error names
+      the leaf).
   """
   if not os.path.exists(path):
     return None
@@ -130,5 +185,5 @@ def restore_msgpack(path: str, target: Any) -> tuple[Any, dict] | None:
       restored = flax.serialization.from_state_dict(target, payload['state'])
     except Exception as e:  # Malformed file or mismatched structure.
       raise ValueError(f'{path} is not a checkpoint matching the target: {e}') from e
-  _check_shapes(path, restored, target)
+  _check_leaves(path, target, _by_path(restored))
   return restored, json.loads(payload['metadata'])

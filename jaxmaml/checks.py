@@ -49,6 +49,60 @@ def finite_scalar(value, name: str) -> None:
     raise ValueError(f'{name} must be a finite scalar, got {value!r}.')
 
 
+NEGATIVE_LR_HINT = (
+  'a negative rate ascends the loss; pass allow_negative_lr=True for gradient-ascent experiments'
+)
+
+
+def rate(value, name: str, *, allow_negative: bool) -> None:
+  """Raises unless every concrete leaf of ``value`` is finite, and >= 0 unless ``allow_negative``.
+
+  A learning rate (a scalar, a schedule's values or a per-parameter pytree).
+  Zero is allowed (no adaptation); traced leaves (learned rates) pass.
+  """
+  finite_leaves(value, name)
+  if allow_negative:
+    return
+  for leaf in jax.tree_util.tree_leaves(value):
+    if not isinstance(leaf, core.Tracer) and np.any(np.asarray(leaf) < 0):
+      raise ValueError(f'{name} must be >= 0 ({NEGATIVE_LR_HINT}), got {leaf!r}.')
+
+
+def class_labels(labels, num_classes: int, name: str = 'labels') -> None:
+  """Raises unless ``labels`` are integers, and concrete ones in ``[0, num_classes)``.
+
+  The dtype is checked always (it is known when tracing); the values only
+  where they are concrete (host data, calls outside ``jit``/``vmap``): traced
+  values cannot be read without a host round-trip. The library's losses make
+  an out-of-range traced label give NaN instead (``jaxmaml.losses``).
+
+  Raises:
+    TypeError: naming ``name``, for labels that are not integers.
+    ValueError: naming ``name``, for concrete labels outside ``[0, num_classes)``.
+  """
+  dtype = labels.dtype if hasattr(labels, 'dtype') else np.asarray(labels).dtype
+  if not np.issubdtype(dtype, np.integer):
+    raise TypeError(f'{name} must be integers in [0, {num_classes}), got dtype {dtype}.')
+  if isinstance(labels, core.Tracer):
+    return
+  values = np.asarray(labels)
+  outside = values[(values < 0) | (values >= num_classes)]
+  if outside.size:
+    shown = sorted(set(outside.tolist()))
+    raise ValueError(
+      f'{name} must be in [0, {num_classes}) ({num_classes} classes), got '
+      f'{shown[:5]}{" ..." if len(shown) > 5 else ""}.'
+    )
+
+
+def gradient_transformation(value, name: str) -> None:
+  """Raises a TypeError naming ``name`` unless ``value`` has ``init`` and ``update`` (Optax)."""
+  if not (callable(getattr(value, 'init', None)) and callable(getattr(value, 'update', None))):
+    raise TypeError(
+      f'{name} must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got {value!r}.'
+    )
+
+
 def real_number(value, name: str, *, positive: bool) -> float:
   """``value`` as a float, or an error naming ``name`` unless finite and > 0 (>= 0)."""
   kind = 'positive' if positive else 'non-negative'

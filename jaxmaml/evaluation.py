@@ -50,6 +50,10 @@ def evaluate(
 
   Returns:
     A dict of metrics, each with a leading ``[num_tasks]`` axis.
+
+  Raises:
+    TypeError, ValueError: for a malformed or empty meta-batch
+      (``jaxmaml.check_tasks``), before any compute.
   """
   tasks_lib.check_task_map(task_map, batch_size)
   tasks_lib.check_tasks(tasks)
@@ -90,6 +94,7 @@ def adaptation_curve(
   has_aux: bool = False,
   task_map: str = 'vmap',
   batch_size: int | None = None,
+  allow_negative_lr: bool = False,
 ) -> base.Metrics:
   """Query metrics after 0, 1, ..., ``num_steps`` inner steps, in one pass.
 
@@ -105,6 +110,8 @@ def adaptation_curve(
     num_steps: the last step of the curve, a positive int.
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
     task_map, batch_size: how tasks are mapped, see ``jaxmaml.map_tasks``.
+    allow_negative_lr: accept a negative ``inner_lr`` (gradient ascent), as
+      for ``jaxmaml.maml``.
 
   Returns:
     A dict with ``loss`` (and the loss function's metrics), each shaped
@@ -113,7 +120,8 @@ def adaptation_curve(
   num_steps = checks.positive_int(num_steps, 'num_steps')
   if callable(inner_lr):
     inner_lr = inner_lr(jnp.arange(num_steps))
-  adapt_lib.inner_sgd(inner_lr, num_steps)  # Checks inner_lr before any compute.
+  # Checks inner_lr before any compute.
+  adapt_lib.inner_sgd(inner_lr, num_steps, allow_negative_lr=allow_negative_lr)
   if adapt_lib.is_per_parameter(inner_lr):
     raise ValueError('adaptation_curve takes a scalar or schedule inner_lr, not a pytree.')
   rates = jnp.broadcast_to(jnp.asarray(inner_lr, jnp.float32), (num_steps,))

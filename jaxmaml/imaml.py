@@ -105,6 +105,7 @@ def imaml(
   has_aux: bool = False,
   unroll: int | bool | None = None,
   inner_optimizer: optax.GradientTransformation | None = None,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """Implicit MAML: the outer gradient from the inner problem's optimality.
 
@@ -151,6 +152,9 @@ def imaml(
     inner_optimizer: an Optax optimizer for the inner problem instead of
       gradient descent at ``inner_lr`` (the implicit gradient only needs the
       minimiser, not how it was reached).
+    allow_negative_lr: accept a negative ``inner_lr`` (the inner loop then
+      ascends the loss, for gradient-ascent experiments); otherwise a
+      negative rate is a ValueError.
 
   Returns:
     A ``MetaLearner`` whose functions act on one task:
@@ -172,9 +176,8 @@ def imaml(
 
   Raises:
     TypeError, ValueError: for a non-positive-finite ``reg``, a negative or
-      non-finite damping, a non-positive
-      or non-integer ``cg_steps`` or ``num_steps``, or a bad ``inner_lr``,
-      before any compute.
+      non-finite damping, a non-positive or non-integer ``cg_steps`` or
+      ``num_steps``, or a bad (or negative) ``inner_lr``, before any compute.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -203,7 +206,7 @@ def imaml(
 
   proximal_adapt = adapt_lib.make_adapt(
     proximal_loss,
-    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
+    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps, allow_negative_lr=allow_negative_lr),
     num_steps=num_steps,
     first_order=True,
     unroll=unroll,

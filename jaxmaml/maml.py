@@ -15,6 +15,7 @@ def maml(
   unroll: int | bool | None = None,
   has_aux: bool = False,
   mask=None,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """Model-Agnostic Meta-Learning.
 
@@ -38,6 +39,9 @@ def maml(
     mask: adapt only these parameters in the inner loop (a bool pytree or
       ``params -> mask``, see ``make_adapt``); the others are meta-learned
       only. ``jaxmaml.anil`` is MAML with a head-only mask.
+    allow_negative_lr: accept a negative ``inner_lr`` (the inner loop then
+      ascends the loss, for gradient-ascent experiments); otherwise a
+      negative rate is a ValueError.
 
   Returns:
     A ``MetaLearner`` whose functions act on one task.
@@ -55,7 +59,7 @@ def maml(
   """
   adapt = adapt_lib.make_adapt(
     loss_fn,
-    adapt_lib.inner_sgd(inner_lr, num_steps),
+    adapt_lib.inner_sgd(inner_lr, num_steps, allow_negative_lr=allow_negative_lr),
     num_steps=num_steps,
     first_order=first_order,
     remat=remat,

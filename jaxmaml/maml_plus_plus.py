@@ -61,6 +61,7 @@ def maml_plus_plus(
   remat: bool = False,
   unroll: int | bool | None = None,
   has_aux: bool = False,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """MAML++; every piece is off by default and switched on by its argument.
 
@@ -95,6 +96,8 @@ def maml_plus_plus(
     unroll: ``lax.scan`` unroll of the inner loop; None unrolls up to
       ``jaxmaml.adapt.MAX_DEFAULT_UNROLL`` steps.
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
+    allow_negative_lr: accept a negative ``inner_lr`` (gradient-ascent
+      experiments); otherwise a negative one is a ValueError.
 
   Returns:
     A ``MetaLearner``. ``task_grad(params, task, iteration)`` uses the
@@ -117,6 +120,7 @@ def maml_plus_plus(
   """
   num_steps = checks.positive_int(num_steps, 'num_steps')
   checks.finite_scalar(inner_lr, 'inner_lr')
+  checks.rate(inner_lr, 'inner_lr', allow_negative=allow_negative_lr)
   checks.int_at_least(msl_iterations, 'msl_iterations', 0)
   checks.int_at_least(first_order_iterations, 'first_order_iterations', 0)
 
@@ -140,7 +144,7 @@ def maml_plus_plus(
 
   def run(meta_params, task: base.Task, first_order: bool):
     """Adapts step by step; the query loss (and metrics) after each step, ``[num_steps]``."""
-    params, rates = meta_params['params'], meta_params['inner_lr']
+    params, rates = kit.params_and_rates(meta_params, 'maml_plus_plus')
     if not learn_inner_lr:
       rates = jax.lax.stop_gradient(rates)
     flags = bn_flags(params)  # Per-step BatchNorm stacks: read, not adapted.

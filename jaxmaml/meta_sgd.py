@@ -18,6 +18,7 @@ def meta_sgd(
   remat: bool | int = False,
   unroll: int | bool | None = None,
   has_aux: bool = False,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """Meta-SGD: the inner step ``params - inner_lr * grad``, ``inner_lr`` meta-learned.
 
@@ -34,6 +35,9 @@ def meta_sgd(
       [0.005, 0.1]; a constant makes Meta-SGD start exactly at MAML).
     num_steps: inner steps (the paper uses 1).
     first_order, remat, unroll, has_aux: as for ``jaxmaml.maml``.
+    allow_negative_lr: accept a negative ``init_lr`` (gradient-ascent
+      experiments); otherwise a negative one is a ValueError. The learned
+      rates themselves are unconstrained: training may make them negative.
 
   Returns:
     A ``MetaLearner`` on ``{'params', 'inner_lr'}`` meta-parameters.
@@ -51,6 +55,7 @@ def meta_sgd(
   """
   checks.positive_int(num_steps, 'num_steps')
   checks.finite_scalar(init_lr, 'init_lr')
+  checks.rate(init_lr, 'init_lr', allow_negative=allow_negative_lr)
 
   def init(params: base.Params) -> base.Params:
     rates = jax.tree_util.tree_map(
@@ -59,16 +64,17 @@ def meta_sgd(
     return {'params': params, 'inner_lr': rates}
 
   def adapt(meta_params: base.Params, support: base.Batch):
+    params, rates = kit.params_and_rates(meta_params, 'meta_sgd')
     inner = adapt_lib.make_adapt(
       loss_fn,
-      adapt_lib.scale_by_rates(meta_params['inner_lr']),
+      adapt_lib.scale_by_rates(rates),
       num_steps=num_steps,
       first_order=first_order,
       remat=remat,
       unroll=unroll,
       has_aux=has_aux,
     )
-    return inner(meta_params['params'], support)
+    return inner(params, support)
 
   task_loss = kit.task_loss_from_adapt(adapt, loss_fn, has_aux=has_aux)
   return base.MetaLearner(

@@ -9,9 +9,11 @@ and Equinox models get the same form through ``jaxmaml.adapters``.)
 from collections.abc import Callable, Sequence
 import typing
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmaml import normalization
 
@@ -36,11 +38,27 @@ class MLP(nn.Module):
 
 
 def apply_fn(model: nn.Module) -> Callable[[dict, jax.Array], jax.Array]:
-  """``(params, inputs) -> outputs`` for a linen module without mutable state."""
+  """``(params, inputs) -> outputs`` for a linen module without mutable state.
+
+  Raises:
+    ValueError: naming ``inputs`` when their shape does not fit ``params``
+      (e.g. images of another size or channel count than the parameters
+      were initialised for), or naming ``params`` when they are not this
+      model's; when tracing, before any compute.
+  """
+  name = type(model).__name__
 
   def apply(params: dict, inputs: jax.Array) -> jax.Array:
     # Without mutable collections, apply returns the outputs alone.
-    return typing.cast(jax.Array, model.apply({'params': params}, inputs))
+    try:
+      return typing.cast(jax.Array, model.apply({'params': params}, inputs))
+    except flax.errors.ScopeParamShapeError as e:
+      raise ValueError(
+        f'inputs of shape {np.shape(inputs)} do not fit the {name} params (check the shape '
+        f'of the task inputs against the shape the params were initialised with): {e}'
+      ) from e
+    except flax.errors.ScopeParamNotFoundError as e:
+      raise ValueError(f'params are not those of this {name}: {e}') from e
 
   return apply
 

@@ -11,11 +11,12 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
 from jaxmaml import base
 from jaxmaml import checks
 from jaxmaml import kit
+from jaxmaml import losses
 
 EmbedFn = Callable[[base.Params, jax.Array], jax.Array]
 """``embed_fn(params, inputs [n, ...]) -> embeddings [n, dim]``."""
@@ -46,7 +47,10 @@ def protonets(
   """Prototypical networks: nearest class mean in a meta-learned embedding.
 
   Batches are ``(inputs [n, ...], labels [n])`` with integer labels in
-  ``[0, num_ways)``, as for ``jaxmaml.cross_entropy_loss``. The embedding
+  ``[0, num_ways)``, as for ``jaxmaml.cross_entropy_loss``, and as labels
+  are: concrete ones outside the range are a ValueError, and a traced one
+  (inside a jitted or task-mapped step) makes the loss, its gradient and the
+  accuracy NaN, never a finite wrong value (``jaxmaml.losses``). The embedding
   network is applied to the support and to the query set separately (a
   BatchNorm with batch statistics, as in ``Conv4``, normalises each set by
   its own statistics).
@@ -73,8 +77,9 @@ def protonets(
 
   Raises:
     TypeError, ValueError: for a non-positive or non-integer ``num_ways``,
-      when building; for embeddings that are not
-      ``[n, dim]`` or labels that are not integers, when first called.
+      when building; for embeddings that are not ``[n, dim]``, labels that
+      are not integers or concrete labels outside ``[0, num_ways)``, when
+      called; for a support set without examples, when first called.
 
   Examples:
     >>> import jax, jax.numpy as jnp
@@ -103,22 +108,25 @@ def protonets(
     return embeddings
 
   def check_labels(labels, name):
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-      raise TypeError(f'{name} labels must be integers in [0, num_ways), got {labels.dtype}.')
+    checks.class_labels(labels, num_ways, f'{name} labels')
 
   def adapt(params: base.Params, support: base.Batch):
     inputs, labels = support
     check_labels(labels, 'support')
+    if np.shape(labels)[:1] == (0,):
+      raise ValueError('support has no examples: ProtoNets needs at least one per class.')
     embeddings = embed(params, inputs, 'support')
-    return class_means(embeddings, labels, num_ways), jnp.zeros([0], embeddings.dtype)
+    # An out-of-range support label (traced) makes every prototype NaN: class_means ignores it.
+    poison = jnp.sum(losses.nan_unless_in_range(labels, num_ways, embeddings.dtype))
+    prototypes = class_means(embeddings, labels, num_ways) + poison
+    return prototypes, jnp.zeros([0], embeddings.dtype)
 
   def task_loss(params: base.Params, task: base.Task):
     prototypes, support_losses = adapt(params, task.support)
     inputs, labels = task.query
     check_labels(labels, 'query')
     logits = squared_euclidean_logits(embed(params, inputs, 'query'), prototypes)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    loss, accuracy = losses.softmax_cross_entropy(logits, labels)
     return loss, {'loss': loss, 'accuracy': accuracy, 'support_losses': support_losses}
 
   return base.MetaLearner(

@@ -19,6 +19,7 @@ def reptile(
   inner_batch_size: int | None = None,
   unroll: int | bool | None = None,
   has_aux: bool = False,
+  allow_negative_lr: bool = False,
 ) -> base.MetaLearner:
   """Reptile: the outer "gradient" of a task is ``params - adapted_params``.
 
@@ -48,6 +49,9 @@ def reptile(
       at every step.
     unroll: ``lax.scan`` unroll of the inner loop (see ``make_adapt``).
     has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
+    allow_negative_lr: accept a negative ``inner_lr`` (the inner loop then
+      ascends the loss, for gradient-ascent experiments); otherwise a
+      negative rate is a ValueError.
 
   Returns:
     A ``MetaLearner``. ``task_loss`` is the query loss after adaptation (as
@@ -67,7 +71,7 @@ def reptile(
   checks.optional_positive_int(inner_batch_size, 'inner_batch_size')
   adapt_batches = adapt_lib.make_adapt(
     loss_fn,
-    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps),
+    adapt_lib.sgd_or(inner_optimizer, inner_lr, num_steps, allow_negative_lr=allow_negative_lr),
     num_steps=num_steps,
     first_order=True,
     unroll=unroll,

@@ -17,6 +17,7 @@ same task.
 """
 
 from collections.abc import Sequence
+import numbers
 from typing import Any
 
 import jax
@@ -33,12 +34,19 @@ def task_mesh(devices: int | Sequence[Any] | None = None) -> Mesh:
   """A 1-D mesh with axis ``'tasks'`` over ``devices``.
 
   Args:
-    devices: the devices, or how many of ``jax.devices()`` to take (the
+    devices: the devices (distinct ``jax.Device`` objects, e.g. a slice of
+      ``jax.devices()``), or how many of ``jax.devices()`` to take (the
       first ones), or None for all of them (on every host, after
       ``jax.distributed.initialize()``).
 
   Returns:
     A ``jax.sharding.Mesh`` of shape ``{'tasks': len(devices)}``.
+
+  Raises:
+    TypeError: for anything else as ``devices`` (a string, a sequence of
+      non-devices).
+    ValueError: for a count outside ``1..len(jax.devices())``, no devices or
+      a repeated device.
 
   Examples:
     >>> from jaxmaml import task_mesh
@@ -48,17 +56,26 @@ def task_mesh(devices: int | Sequence[Any] | None = None) -> Mesh:
   available = jax.devices()
   if devices is None:
     chosen = available
-  elif isinstance(devices, Sequence) and not isinstance(devices, str):
+  elif isinstance(devices, Sequence) and not isinstance(devices, (str, bytes)):
     chosen = list(devices)
-  elif isinstance(devices, int) and not isinstance(devices, bool):
-    if not 1 <= devices <= len(available):
+    for device in chosen:
+      if not isinstance(device, jax.Device):
+        raise TypeError(
+          'devices must be jax.Device objects (e.g. jax.devices()[:2]) or a count, got '
+          f'{device!r} in {devices!r}.'
+        )
+    if len(set(chosen)) != len(chosen):
+      raise ValueError(f'devices must be distinct, got {chosen}.')
+  elif isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+    count = int(devices)
+    if not 1 <= count <= len(available):
       raise ValueError(
         f'devices must be between 1 and the {len(available)} available '
-        f'({jax.default_backend()}) devices, got {devices}. On CPU, set '
+        f'({jax.default_backend()}) devices, got {count}. On CPU, set '
         'XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts '
         'to simulate N devices.'
       )
-    chosen = available[:devices]
+    chosen = available[:count]
   else:
     raise TypeError(f'devices must be an int, a sequence of devices or None, got {devices!r}.')
   if not chosen:

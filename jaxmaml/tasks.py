@@ -80,14 +80,28 @@ def map_tasks(
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
 
 
-def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
+def check_tasks(tasks: base.Task, name: str = 'tasks', *, num_classes: int | None = None) -> int:
   """Checks that ``tasks`` is a well-formed meta-batch; returns ``num_tasks``.
 
   A meta-batch is a ``Task`` whose support and query have the same pytree
   structure; every leaf has shape ``[num_tasks, n, ...]`` with one
-  ``num_tasks`` for all leaves, one ``n`` for all support leaves and one for
-  all query leaves, and matching trailing (feature) shapes between a support
-  leaf and its query counterpart.
+  ``num_tasks >= 1`` for all leaves, one ``n >= 1`` for all support leaves
+  and one for all query leaves, and matching trailing (feature) shapes
+  between a support leaf and its query counterpart. An empty meta-batch, or
+  an empty support or query set, is refused: the mean over none is NaN.
+
+  Only shapes are read, so the check is free under ``jit``; with
+  ``num_classes`` the labels' values are read too, where concrete.
+
+  Args:
+    tasks: the meta-batch.
+    name: what to call it in errors.
+    num_classes: for classification meta-batches of ``(inputs, labels)``
+      batches (the form of ``jaxmaml.cross_entropy_loss`` and
+      ``jaxmaml.protonets``): check that the labels are integers and, where
+      concrete (host data), in ``[0, num_classes)``. Tasks drawn by
+      ``jaxmaml.data.episodes`` are correct by construction; this is for
+      meta-batches built elsewhere. None checks shapes only.
 
   Raises:
     TypeError, ValueError: naming ``name`` and the offending leaf.
@@ -131,6 +145,30 @@ def check_tasks(tasks: base.Task, name: str = 'tasks') -> int:
         f'{name}.support{where} has example shape {np.shape(s)[2:]} but '
         f'{name}.query{where} has {np.shape(q)[2:]}.'
       )
+  if num_tasks == 0:
+    raise ValueError(
+      f'{name} has 0 tasks (axis 0 of every leaf): a meta-batch needs at least one task.'
+    )
+  for part, n in examples.items():
+    if n == 0:
+      raise ValueError(
+        f'{name}.{part} has 0 examples on axis 1: every task needs at least one {part} example.'
+      )
+  if num_classes is not None:
+    num_classes = checks.positive_int(num_classes, 'num_classes')
+    for part in ('support', 'query'):
+      batch = getattr(tasks, part)
+      if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError(
+          f'with num_classes, {name}.{part} must be an (inputs, labels) pair, got '
+          f'{jax.tree_util.tree_structure(batch)}.'
+        )
+      labels = batch[1]
+      if np.ndim(labels) != 2:
+        raise ValueError(
+          f'{name}.{part} labels must have shape [num_tasks, num_examples], got {np.shape(labels)}.'
+        )
+      checks.class_labels(labels, num_classes, f'{name}.{part} labels')
   return num_tasks
 
 

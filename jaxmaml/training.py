@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxmaml import base
+from jaxmaml import checks
 from jaxmaml import sharding as sharding_lib
 from jaxmaml import tasks as tasks_lib
 
@@ -30,6 +31,7 @@ def init_train_state(
   params: base.Params, optimizer: optax.GradientTransformation
 ) -> MetaTrainState:
   """Builds the initial ``MetaTrainState`` for ``params``."""
+  checks.gradient_transformation(optimizer, 'optimizer')
   return MetaTrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
 
 
@@ -65,7 +67,13 @@ def meta_gradient(
     ``(grads, metrics)``: ``grads`` has the structure of ``params`` (replicated
     over ``mesh``); every metric has a leading ``[num_tasks]`` axis (split
     over ``mesh``).
+
+  Raises:
+    TypeError, ValueError: for a malformed or empty meta-batch
+      (``jaxmaml.check_tasks``, shapes only: free when tracing).
   """
+  _check_learner(learner)
+  num_tasks = tasks_lib.check_tasks(tasks)
 
   def mean_grad(params, tasks, iteration):
     grads, metrics = tasks_lib.map_tasks(
@@ -78,7 +86,7 @@ def meta_gradient(
 
   if mesh is None:
     return mean_grad(params, tasks, iteration)
-  sharding_lib.check_divisible(tasks_lib.check_tasks(tasks), mesh, 'num_tasks')
+  sharding_lib.check_divisible(num_tasks, mesh, 'num_tasks')
 
   def per_device(params, tasks, iteration):
     grads, metrics = mean_grad(params, tasks, iteration)
@@ -94,6 +102,13 @@ def meta_gradient(
     out_specs=(whole, split),
     check_vma=False,
   )(params, tasks, iteration)
+
+
+def _check_learner(learner) -> None:
+  if not callable(getattr(learner, 'task_grad', None)):
+    raise TypeError(
+      f'learner must be a jaxmaml.MetaLearner (e.g. jaxmaml.maml(...)), got {learner!r}.'
+    )
 
 
 def make_meta_step(
@@ -154,9 +169,15 @@ def make_meta_step(
     >>> metrics['loss'].shape
     (2,)
   """
+  _check_learner(learner)
   tasks_lib.check_task_map(task_map, batch_size)
   if optimizer is None:
     optimizer = optax.adam(1e-3)
+  checks.gradient_transformation(optimizer, 'optimizer')
+  if sampler is not None and not callable(sampler):
+    raise TypeError(f'sampler must be a function sampler(key, *data) -> tasks, got {sampler!r}.')
+  if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+    raise TypeError(f'mesh must be a jax.sharding.Mesh (jaxmaml.task_mesh), got {mesh!r}.')
 
   def update(state: MetaTrainState, tasks: base.Task):
     grads, metrics = meta_gradient(

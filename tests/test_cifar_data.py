@@ -9,15 +9,20 @@ import types
 import numpy as np
 import pytest
 
+from jaxmaml.data import cache as cache_lib
 from jaxmaml.data import cifar
 from jaxmaml.data import episodes
 from jaxmaml.data import manifest
 from tests.utils import MINI_CIFAR_CLASSES
 from tests.utils import MINI_CIFAR_FS
+from tests.utils import failing
 from tests.utils import make_cifar100
 from tests.utils import mini_cifar_pixel
 from tests.utils import mini_cifar_records
+from tests.utils import only_entry
 from tests.utils import patch_cifar_manifests
+from tests.utils import unwritable_dir
+from tests.utils import zero_npy
 
 FINE = sorted(MINI_CIFAR_CLASSES)
 
@@ -103,6 +108,34 @@ def test_archive_checksum_verified_once(tmp_path, monkeypatch):
     cifar.load_cifar_fs(root, split, cache_dir=tmp_path / 'cache')
   cifar.load_fc100(root, 'train', cache_dir=tmp_path / 'cache')
   assert len(calls) == 1
+
+
+def test_cached_split_is_checked_and_a_bad_entry_left_as_it_is(mini, monkeypatch):
+  root, cache = mini
+  cifar.load_cifar_fs(root, 'train', cache_dir=cache)
+  entry = only_entry(cache)
+  zero_npy(entry)
+  monkeypatch.setattr(cifar, '_read_folder', failing('reading the pickles'))
+  monkeypatch.setattr(cifar, '_read_archive', failing('reading the archive'))
+  with pytest.raises(
+    ValueError,
+    match=rf"{entry.name} does not match the checksum recorded in .*: 'array' has sha256.*Delete",
+  ):
+    cifar.load_cifar_fs(root, 'train', cache_dir=cache)
+  assert not np.load(entry).any()  # Left as it was, for the user to look at.
+  cache_lib.checksum_path(entry).write_text('{"format": 1, "arr')
+  with pytest.raises(ValueError, match=rf'checksum .*{entry.name}.checksum.json .* is unreadable'):
+    cifar.load_cifar_fs(root, 'train', cache_dir=cache)
+
+
+def test_unwritable_cache_dir_is_refused_before_hashing_or_decoding(mini, monkeypatch, tmp_path):
+  root, _ = mini
+  cache = unwritable_dir(tmp_path)
+  monkeypatch.setattr(manifest, 'hash_file', failing('hashing the source'))
+  monkeypatch.setattr(cifar, '_read_folder', failing('reading the pickles'))
+  monkeypatch.setattr(cifar, '_read_archive', failing('reading the archive'))
+  with pytest.raises(OSError, match=rf'CIFAR-100: the cache directory {cache} is not writable'):
+    cifar.load_fc100(root, 'train', cache_dir=cache)
 
 
 def test_missing_files_and_argument_errors(tmp_path, monkeypatch):

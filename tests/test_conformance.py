@@ -36,7 +36,12 @@ def test_conformance(name):
   state = train(60)
   assert len(traces) == compiled > 0  # Compiled once: no retrace in 60 more steps.
   assert int(state.step) == 60
-  held_out = sample(jax.random.key(123))
+  # 16 meta-batches held out: on one (8 tasks) the meta-loss of iMAML's
+  # trained parameters was higher than at the start, on 512 tasks 0.75x.
+  held_out = jax.tree.map(
+    lambda *x: jnp.concatenate(x),
+    *[sample(jax.random.fold_in(jax.random.key(123), j)) for j in range(16)],
+  )
   meta_loss = lambda p: float(jnp.mean(jaxmaml.evaluate(learner.task_loss, p, held_out)['loss']))
   before, after = meta_loss(learner.init(params)), meta_loss(state.params)
   assert np.isfinite(after) and after < 0.8 * before, (before, after)

@@ -2,6 +2,7 @@
 and the samplers' ``counts``: classes of unequal size are padded, and tasks
 are drawn only within each class's images."""
 
+import json
 import os
 import time
 
@@ -10,14 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxmaml.data import cache as cache_lib
 from jaxmaml.data import cub
 from jaxmaml.data import episodes
 from jaxmaml.data import manifest
 from tests.utils import MINI_CUB
 from tests.utils import MINI_CUB_COUNTS
+from tests.utils import failing
 from tests.utils import make_cub
 from tests.utils import mini_cub_color
+from tests.utils import only_entry
 from tests.utils import patch_cub_manifest
+from tests.utils import unwritable_dir
 
 
 @pytest.fixture(params=['folder', 'archive'])
@@ -77,6 +82,35 @@ def test_archive_errors_and_verification_once(tmp_path, monkeypatch):
     cub.load_cub(root, 'train', cache_dir=tmp_path / 'cache')
 
 
+def test_cached_counts_are_checked(mini, monkeypatch):
+  # The JSON sidecar's counts say which images are real: a changed count is
+  # caught like changed pixels.
+  root, cache = mini
+  cub.load_cub(root, 'train', image_size=10, cache_dir=cache)
+  sidecar = only_entry(cache).with_suffix('.json')
+  meta = json.loads(sidecar.read_text())
+  sidecar.write_text(json.dumps({**meta, 'counts': [c + 1 for c in meta['counts']]}))
+  monkeypatch.setattr(manifest, 'decode_image', failing('decoding'))
+  with pytest.raises(
+    ValueError,
+    match=r'does not match the checksum recorded in .*: its JSON sidecar has sha256.*\.json and',
+  ):
+    cub.load_cub(root, 'train', image_size=10, cache_dir=cache)
+  sidecar.unlink()  # A sidecar missing is refused too: the entry is not rebuilt over.
+  with pytest.raises(ValueError, match=r'cub-train-10px-.*\.npy is unreadable'):
+    cub.load_cub(root, 'train', image_size=10, cache_dir=cache)
+  assert only_entry(cache).is_file() and cache_lib.checksum_path(only_entry(cache)).is_file()
+
+
+def test_unwritable_cache_dir_is_refused_before_hashing_or_decoding(mini, monkeypatch, tmp_path):
+  root, _ = mini
+  cache = unwritable_dir(tmp_path)
+  monkeypatch.setattr(manifest, 'hash_file', failing('hashing the archive'))
+  monkeypatch.setattr(manifest, 'decode_image', failing('decoding'))
+  with pytest.raises(OSError, match=rf'CUB-200-2011: the cache directory {cache} is not writable'):
+    cub.load_cub(root, 'train', image_size=10, cache_dir=cache)
+
+
 def test_folder_and_argument_errors(tmp_path, monkeypatch):
   root = tmp_path / 'data'
   make_cub(root)
@@ -96,8 +130,6 @@ def test_folder_and_argument_errors(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match=r'1 image\(s\) listed in images\.txt are missing'):
     cub.load_cub(root, 'train', cache_dir=cache)
   patch_cub_manifest(monkeypatch, tmp_path / 'manifests')
-  import json
-
   path = tmp_path / 'manifests' / 'cub.json'
   data = json.loads(path.read_text())
   data['splits']['val'] = ['005.Crested_Auklet']

@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from experiments import algorithms
 from experiments import cli
 from experiments.fewshot import budget
 from experiments.fewshot import config as config_lib
 from experiments.fewshot import main
 from experiments.fewshot import train
+from jaxmaml import checkpoint
 from tests.utils import SYNTHETIC_MINIIMAGENET
 from tests.utils import make_miniimagenet
 from tests.utils import rel_l2
@@ -122,7 +125,7 @@ def test_compilation_cache_serves_a_rerun(tmp_path):
   """--compilation_cache: the first run fills the cache; the same command
   again compiles nothing new (every program is a cache hit)."""
   root = tmp_path / 'mini'
-  make_miniimagenet(root, per_class=6, size=(24, 24))
+  make_miniimagenet(root, per_class=6, size=(24, 24), classes=TWO_WAY)
   cache = tmp_path / 'xla_cache'
 
   def run(name):
@@ -141,7 +144,7 @@ def test_compilation_cache_serves_a_rerun(tmp_path):
       '--compilation_cache',
       str(cache),
       '--num_ways',
-      '1',
+      '2',
       '--num_queries',
       '2',
       '--image_size',
@@ -421,3 +424,32 @@ def test_reptile_paper_protocol_options(tmp_path):
   assert report['results']['iterations'] == 4
   with pytest.raises(ValueError, match='The train split cannot serve.*only 6 per class'):
     train_synthetic_miniimagenet(tmp_path, **dict(cli.flatten(config), train_shots=5))
+
+
+def test_test_only_refuses_non_finite_best_parameters(tmp_path):
+  """A best-parameters checkpoint holding NaN (as a diverged run of jaxmaml
+  before the finite checks wrote) is refused, not tested as 20 %, and kept."""
+  make_miniimagenet(tmp_path / 'mini', per_class=6, size=(24, 24))
+  config = synthetic_config()
+  model, learners = train.model_and_learners(config)
+  state = train.create_train_state(
+    config,
+    model,
+    learners.training,
+    algorithms.make_optimizer(config.algo, 1),
+    jax.random.key(0),
+    3,
+  )
+  nan_params = jax.tree.map(lambda p: p * np.nan, state.params)
+  with checkpoint.checkpoint_manager(str(tmp_path / 'run' / 'best')) as manager:
+    checkpoint.save_checkpoint(manager, 4, nan_params, {'step': 4, 'accuracy': 20.0})
+  with pytest.raises(ValueError, match='best holds non-finite values'):
+    train.train_and_evaluate(
+      config,
+      str(tmp_path / 'run'),
+      str(tmp_path / 'mini'),
+      str(tmp_path / 'cache'),
+      plots=False,
+      test_only=True,
+    )
+  assert os.listdir(tmp_path / 'run' / 'best') == ['4']

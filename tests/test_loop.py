@@ -1,7 +1,8 @@
 """The experiments' training loop (``experiments.loop``) on sinusoid MAML: a run
 resumed from its Orbax checkpoints (after a crash, from the msgpack files of
 jaxmaml before Orbax, with async saves) is bit-identical to an uninterrupted
-one, logs included; a corrupt checkpoint is reported and left as it is."""
+one, logs included; a corrupt checkpoint is reported and left as it is; a
+diverging run stops before anything non-finite is written."""
 
 import functools
 import json
@@ -15,8 +16,10 @@ import numpy as np
 import optax
 import pytest
 
+from experiments import logs
 from experiments import loop
 import jaxmaml
+from jaxmaml import checkpoint
 from jaxmaml.data import sinusoid
 from tests.utils import tensorboard_scalars
 
@@ -33,7 +36,7 @@ def _problem():
   loss_fn = jaxmaml.mse_loss(jaxmaml.apply_fn(model))
   learner = jaxmaml.maml(loss_fn, inner_lr=0.01, num_steps=1)
   optimizer = optax.adam(1e-2)
-  meta_step = jaxmaml.make_meta_step(learner, optimizer)
+  meta_step = loop.with_finite_flag(jaxmaml.make_meta_step(learner, optimizer))
   sample = jax.jit(
     functools.partial(sinusoid.sample_tasks, num_tasks=4, num_support=5, num_query=5)
   )
@@ -203,3 +206,73 @@ def test_a_different_config_is_refused(tmp_path):
   checkpoints = _checkpoints(str(tmp_path))._replace(config={'lr': 0.02})
   with pytest.raises(ValueError, match='different training config'):
     loop.resume(checkpoints, initial)
+
+
+def test_a_different_config_is_refused_naming_the_fields():
+  with pytest.raises(ValueError, match=r'lr=0.01 \(now 0.02\), seed=None \(now 3\)\.'):
+    loop.check_config({'lr': 0.01, 'steps': 1}, {'lr': 0.02, 'steps': 1, 'seed': 3}, 'dir')
+  with pytest.raises(ValueError, match='resumes to that count only'):
+    loop.check_config({'outer_schedule_iterations': 200}, {'outer_schedule_iterations': 400}, 'd')
+  loop.check_config({'lr': 0.01, 'shape': [1, 2]}, {'lr': 0.01, 'shape': (1, 2)}, 'dir')
+
+
+def test_the_finite_flag_covers_parameters_optimizer_state_and_loss():
+  step, state, _ = _problem()
+  assert bool(step(state, 0)[1][loop.FINITE])
+  # Finite parameters, non-finite Adam moments: as a real diverged run left them.
+  adam, *rest = state.opt_state
+  nan_mu = adam._replace(mu=jax.tree.map(lambda m: m.at[..., 0].set(jnp.nan), adam.mu))
+  assert not bool(step(state._replace(opt_state=(nan_mu, *rest)), 0)[1][loop.FINITE])
+  nan_params = jax.tree.map(lambda p: p * jnp.inf, state.params)
+  assert not bool(step(state._replace(params=nan_params), 0)[1][loop.FINITE])
+
+
+@pytest.mark.parametrize('log_every', [1, 100])
+def test_a_diverging_run_stops_before_writing_anything_non_finite(tmp_path, log_every):
+  """Divergence at iteration 5, checkpoints every 2: the run stops at 5 (a log
+  step) or 6 (the next checkpoint), states 2 and 4 on disk and finite."""
+  step = _problem()[0]
+
+  def diverging(state, it):
+    if it == 4:
+      state = state._replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
+    return step(state, it)
+
+  _, initial, validate = _problem()
+  checkpoints = _checkpoints(str(tmp_path))
+  stop = 5 if log_every == 1 else 6
+  with pytest.raises(FloatingPointError, match=f'iteration {stop};.*state/4 \\(iteration 4\\)'):
+    loop.run(
+      diverging,
+      loop.resume(checkpoints, initial),
+      checkpoints,
+      loop.Cadence(10, log_every, checkpoint_every=2, eval_every=2),
+      validate=validate,
+      log_dir=str(tmp_path),
+    )
+  assert os.listdir(tmp_path / 'state') == ['4']
+  resumed = loop.resume(checkpoints, initial)
+  assert int(resumed.state.step) == 4 and resumed.progress['best_step'] in (2, 4)
+  assert loop.all_finite((resumed.state, resumed.best_params))
+  assert all(row['step'] <= 4 for row in logs.read_log(str(tmp_path / 'log.jsonl')))
+
+
+def test_a_non_finite_checkpoint_is_refused(tmp_path):
+  _, initial, _ = _problem()
+  nan_state = initial._replace(params=jax.tree.map(lambda p: p * jnp.nan, initial.params))
+  with checkpoint.checkpoint_manager(str(tmp_path / 'state')) as manager:
+    checkpoint.save_checkpoint(manager, 3, nan_state, {'config': {'lr': 0.01}})
+  with pytest.raises(ValueError, match='state holds non-finite values'):
+    loop.resume(_checkpoints(str(tmp_path)), initial)
+
+
+def test_resume_keeps_the_smoothed_loss(uninterrupted, tmp_path):
+  once = _run(tmp_path, 8)
+  assert once.smoothed is not None
+  assert _run(tmp_path, 8).smoothed == once.smoothed  # Resumed at the end: nothing run.
+
+
+def test_a_smaller_num_iterations_is_refused(tmp_path):
+  _run(tmp_path, 4)
+  with pytest.raises(ValueError, match='at iteration 4, past num_iterations=2'):
+    _run(tmp_path, 2)

@@ -174,7 +174,8 @@ def test_write_class_blocks_streams_an_npy_and_its_sidecar(tmp_path):
   assert isinstance(images, np.memmap) and images.shape == (4, 2, 3)
   np.testing.assert_array_equal(images, np.stack(blocks))
   assert meta == {'classes': list('abcd')}
-  assert sorted(os.listdir(path.parent)) == ['x.json', 'x.npy']  # No temporary file left.
+  # No temporary file left; the checksum sidecar beside the data.
+  assert sorted(os.listdir(path.parent)) == ['x.json', 'x.npy', 'x.npy.checksum.json']
   with pytest.raises(ValueError, match='3 blocks written, expected 4'):
     manifest.write_class_blocks(tmp_path / 'y.npy', (4, 2, 3), iter(blocks[:3]), {})
   with pytest.raises(ValueError, match=r'block 0 has shape \(2, 2\)'):

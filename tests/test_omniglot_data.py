@@ -156,7 +156,7 @@ def test_tfds_drawers_follow_the_key_hash_order():
 
 @needs_zips
 def test_cache_is_reused_and_fast(from_zip, cache_dir, monkeypatch):
-  [cached] = [p for p in cache_dir.iterdir() if p.name.startswith('omniglot-zip-28px-')]
+  [cached] = cache_dir.glob('omniglot-zip-28px-*.npz')
   written = cached.stat().st_mtime_ns
 
   def no_preprocessing(*args):
@@ -171,8 +171,14 @@ def test_cache_is_reused_and_fast(from_zip, cache_dir, monkeypatch):
   for got, want in zip(again, from_zip):
     np.testing.assert_array_equal(got, want)
   assert again.alphabets.dtype.kind == 'U' and again.character_ids.dtype == np.int32
-  # No temporary file was left behind by the writes.
-  assert all(p.name.startswith('omniglot-') and p.suffix == '.npz' for p in cache_dir.iterdir())
+  # No temporary file was left behind by the writes; each entry has its checksum.
+  names = {p.name for p in cache_dir.iterdir()}
+  assert all(
+    n.startswith('omniglot-') and n.endswith(('.npz', '.npz.checksum.json')) for n in names
+  )
+  assert {n for n in names if n.endswith('.npz')} == {
+    n[: -len(cache.CHECKSUM_SUFFIX)] for n in names if n.endswith(cache.CHECKSUM_SUFFIX)
+  }
 
 
 def test_cache_dir_defaults_to_environment(monkeypatch, tmp_path):
@@ -202,20 +208,73 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
   monkeypatch.setattr(np, 'savez_compressed', crash_mid_write)
   with pytest.raises(KeyboardInterrupt):
     omniglot._save_cache(path, _tiny_omniglot())
-  assert os.listdir(tmp_path) == [path.name]  # No temporary file left ...
+  # No temporary file left ...
+  assert sorted(os.listdir(tmp_path)) == [path.name, path.name + cache.CHECKSUM_SUFFIX]
   assert path.read_bytes() == before  # ... and the old cache intact.
   monkeypatch.undo()
   np.testing.assert_array_equal(omniglot._load_cache(path, 2).images, _tiny_omniglot().images)
 
 
-def test_unreadable_cache_is_ignored(tmp_path):
+def test_unreadable_cache_is_refused_and_left_as_it_is(tmp_path):
+  # An entry is written atomically: one that does not read was damaged
+  # afterwards, and is the user's to look at, not ours to overwrite.
   path = tmp_path / 'omniglot-test.npz'
   path.write_bytes(b'garbage')
-  with pytest.warns(UserWarning, match='unreadable Omniglot cache'):
-    assert omniglot._load_cache(path, 2) is None
+  with pytest.raises(ValueError, match=rf'{path} is unreadable.*Delete {path}'):
+    omniglot._load_cache(path, 2)
+  assert path.read_bytes() == b'garbage'
   omniglot._save_cache(path, _tiny_omniglot(size=2))
-  with pytest.warns(UserWarning, match='shape'):
-    assert omniglot._load_cache(path, 3) is None
+  with pytest.raises(ValueError, match=r'shape \(1623, 20, 2, 2\), expected \(1623, 20, 3, 3\)'):
+    omniglot._load_cache(path, 3)
+
+
+def test_cache_content_is_checked(tmp_path):
+  path = tmp_path / 'omniglot-test.npz'
+  omniglot._save_cache(path, _tiny_omniglot())
+  zeros = _tiny_omniglot()._replace(images=np.zeros_like(_tiny_omniglot().images))
+  np.savez_compressed(path, **zeros._asdict())  # A valid file of the right shape.
+  with pytest.raises(
+    ValueError, match=rf"{path} does not match the checksum .*'images' has sha256 .*Delete {path}"
+  ):
+    omniglot._load_cache(path, 2)
+  bad_order = _tiny_omniglot()._replace(character_ids=_tiny_omniglot().character_ids[::-1])
+  np.savez_compressed(path, **bad_order._asdict())
+  with pytest.raises(ValueError, match="'character_ids' has sha256"):
+    omniglot._load_cache(path, 2)
+
+
+@needs_zips
+def test_real_cache_entry_checked_and_old_one_adopted(from_zip, cache_dir, tmp_path, monkeypatch):
+  entry = next(cache_dir.glob('omniglot-zip-28px-*.npz'))
+  mine = tmp_path / 'cache'
+  mine.mkdir()
+  shutil.copy(entry, mine / entry.name)  # Without its checksum: as jaxmaml wrote them before.
+  monkeypatch.setattr(omniglot, '_preprocess_png', _no_preprocessing)
+  with pytest.warns(UserWarning, match=rf'{entry.name} has no checksum.*recorded now'):
+    adopted = omniglot.load_omniglot(ZIPS, cache_dir=mine)
+  for got, want in zip(adopted, from_zip):
+    np.testing.assert_array_equal(got, want)
+  assert cache.checksum_path(mine / entry.name).read_bytes() == (
+    cache.checksum_path(entry).read_bytes()
+  )  # The same record as the one written with the entry.
+  zeros = from_zip._replace(images=np.zeros_like(from_zip.images))
+  np.savez_compressed(mine / entry.name, **zeros._asdict())
+  with pytest.raises(ValueError, match=rf'{entry.name} does not match the checksum'):
+    omniglot.load_omniglot(ZIPS, cache_dir=mine)
+
+
+@needs_zips
+def test_unwritable_cache_dir_is_refused_before_decoding(tmp_path, monkeypatch):
+  (tmp_path / 'blocker').write_text('')  # Not a directory: unwritable even for root.
+  monkeypatch.setattr(omniglot, '_preprocess_png', _no_preprocessing)
+  start = time.perf_counter()
+  with pytest.raises(OSError, match=r'Omniglot: the cache directory .*blocker.* is not writable'):
+    omniglot.load_omniglot(ZIPS, cache_dir=tmp_path / 'blocker' / 'cache')
+  assert time.perf_counter() - start < 5
+
+
+def _no_preprocessing(*args):
+  raise AssertionError('an image was decoded')
 
 
 # ----------------------------------------------------------------------------

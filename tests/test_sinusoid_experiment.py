@@ -108,6 +108,35 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
     train.train_and_evaluate(config, str(tmp_path), plots=False)
 
 
+def test_divergence_between_log_steps_never_reaches_a_checkpoint(tmp_path):
+  """Logged every 1000 iterations, checkpointed every 50: the run stops at the
+  first checkpoint step with nothing written, and a rerun does not resume from
+  a non-finite state (the issue's case: the last checkpoint was all NaN)."""
+  config = _config(
+    **dict(TINY, num_iterations=500, outer_lr=1e30, log_every=1000, checkpoint_every=50)
+  )
+  for _ in range(2):
+    with pytest.raises(FloatingPointError, match='iteration 50;.*no checkpoint was written'):
+      train.train_and_evaluate(config, str(tmp_path), plots=False)
+    assert os.listdir(tmp_path / 'maml_k10') == []
+
+
+SHORT = dict(TINY, num_iterations=20, num_val_tasks=10, num_test_tasks=20, checkpoint_every=10)
+
+
+def test_a_scheduled_run_resumes_to_its_count_only(tmp_path):
+  """The linear schedule depends on num_iterations: extending is refused; the
+  same count resumes, with the same results fields."""
+  config = _config(**dict(SHORT, outer_schedule='linear'))
+  first = train.train_and_evaluate(config, str(tmp_path), plots=False)['results']['K=10']
+  again = train.train_and_evaluate(config, str(tmp_path), plots=False)['results']['K=10']
+  for method in ('maml', 'pretrained'):
+    assert again[method]['final_train_loss'] == first[method]['final_train_loss'] is not None
+    assert again[method]['mse_mean'] == first[method]['mse_mean']
+  with pytest.raises(ValueError, match=r'outer_schedule_iterations=20 \(now 40\).*that count'):
+    train.train_and_evaluate(cli.override(config, num_iterations=40), str(tmp_path), plots=False)
+
+
 @pytest.mark.slow  # ~35 s; tests/test_precision.py checks bfloat16.
 def test_bfloat16_short_run_stays_finite_and_learns(tmp_path):
   config = _config(**dict(TINY, num_iterations=500, precision='bfloat16'))

@@ -10,13 +10,18 @@ import time
 import numpy as np
 import pytest
 
+from jaxmaml.data import cache as cache_lib
 from jaxmaml.data import manifest
 from jaxmaml.data import tiered_imagenet
 from tests.utils import MINI_TIERED
 from tests.utils import MINI_TIERED_COUNTS
+from tests.utils import failing
 from tests.utils import make_tiered_imagenet
 from tests.utils import mini_tiered_image
+from tests.utils import only_entry
 from tests.utils import patch_tiered_manifest
+from tests.utils import unwritable_dir
+from tests.utils import zero_npy
 
 
 @pytest.fixture(params=['folder', 'archive'])
@@ -155,3 +160,33 @@ def test_extracted_files_directly_in_root(tmp_path, monkeypatch):
 def test_shipped_split_without_data():
   pairs = tiered_imagenet.split_classes('val')
   assert len(pairs) == 97 and pairs[0] == ('n02099267', 'n02098550')
+
+
+def test_entry_from_before_checksums_is_accepted_once_then_checked(mini, monkeypatch):
+  root, cache = mini
+  split = tiered_imagenet.load_tiered_imagenet(root, 'val', image_size=8, cache_dir=cache)
+  images = np.array(split.images)
+  entry = only_entry(cache)
+  cache_lib.checksum_path(entry).unlink()  # As jaxmaml wrote entries before checksums.
+  monkeypatch.setattr(manifest, 'decode_image', failing('decoding'))
+  with pytest.warns(UserWarning, match=rf'{entry} has no checksum.*recorded now'):
+    again = tiered_imagenet.load_tiered_imagenet(root, 'val', image_size=8, cache_dir=cache)
+  np.testing.assert_array_equal(again.images, images)
+  assert again.counts.tolist() == MINI_TIERED_COUNTS['val']
+  recorded = json.loads(cache_lib.checksum_path(entry).read_text())
+  assert recorded['arrays']['array']['shape'] == list(images.shape)
+  assert recorded['arrays']['array']['dtype'] == '|u1' and 'meta_sha256' in recorded
+  zero_npy(entry)
+  with pytest.raises(ValueError, match=rf'{entry.name} does not match the checksum'):
+    tiered_imagenet.load_tiered_imagenet(root, 'val', image_size=8, cache_dir=cache)
+
+
+def test_unwritable_cache_dir_is_refused_before_hashing_or_decoding(mini, monkeypatch, tmp_path):
+  root, _ = mini
+  cache = unwritable_dir(tmp_path)
+  monkeypatch.setattr(manifest, 'hash_file', failing('hashing the archive'))
+  monkeypatch.setattr(manifest, 'load_pickle', failing('reading the pickles'))
+  with pytest.raises(
+    OSError, match=rf'tieredImageNet: the cache directory {cache} is not writable'
+  ):
+    tiered_imagenet.load_tiered_imagenet(root, 'val', image_size=8, cache_dir=cache)

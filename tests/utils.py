@@ -549,3 +549,38 @@ def tensorboard_scalars(logdir) -> dict:
   events = event_accumulator.EventAccumulator(str(logdir))
   events.Reload()
   return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+
+
+# ----------------------------------------------------------------------------
+# Damaged cache entries and unwritable cache directories, for the loaders' tests.
+
+
+def zero_npy(path) -> None:
+  """Overwrites the data of the ``.npy`` file ``path`` with zeros, its header
+  kept: a valid file of the right shape and the wrong content."""
+  array = np.load(path, mmap_mode='r+')
+  array[...] = 0
+  array.flush()
+  del array
+
+
+def only_entry(cache_dir, suffix='.npy'):
+  """The one cache entry (data file) ending in ``suffix`` in ``cache_dir``."""
+  [entry] = [p for p in cache_dir.iterdir() if p.name.endswith(suffix)]
+  return entry
+
+
+def unwritable_dir(tmp_path):
+  """A cache directory that cannot be created (its parent is a regular file):
+  unwritable also for root, for whom permission bits do not count."""
+  (tmp_path / 'blocker').write_text('')
+  return tmp_path / 'blocker' / 'cache'
+
+
+def failing(what):
+  """A stand-in for a decoding function that fails the test if it is called."""
+
+  def fail(*args, **kwargs):
+    raise AssertionError(f'{what} was called')
+
+  return fail

@@ -9,7 +9,7 @@ comparison, with the validation curve against meta-training time.
 import os
 
 from experiments import cli
-from experiments import loop
+from experiments import logs
 from experiments.fewshot import config as config_lib
 from experiments.fewshot import train
 
@@ -48,7 +48,7 @@ def equal_budget_run(
   ]
   curve = [
     [r['meta_train_time_s'], r['val_accuracy'], r['val_ci95']]
-    for r in loop.read_log(os.path.join(workdir, 'log.jsonl'))
+    for r in logs.read_log(os.path.join(workdir, 'log.jsonl'))
     if 'val_accuracy' in r
   ]
   return {

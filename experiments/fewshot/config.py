@@ -25,6 +25,12 @@ DEFAULT_DATA_DIRS = {
   'tiered_imagenet': os.environ.get('JAXMAML_TIERED_IMAGENET', 'data/tiered_imagenet'),
 }
 DATASETS = tuple(DEFAULT_DATA_DIRS)
+# The smallest image the miniImageNet Conv4 (every dataset but Omniglot) takes.
+MIN_POOLED_IMAGE_SIZE = 16
+# Classification needs two classes a task; the command line refuses fewer.
+# (A config of one way, every query of its one class, serves the tests'
+# one-class synthetic splits.)
+MIN_WAYS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +43,8 @@ class Config:
       (``jaxmaml.conv4_miniimagenet``: max-pooling, 32 filters, flattened
       head) at the dataset's size: 'miniimagenet', 'cub' and
       'tiered_imagenet' (84x84 color), 'cifar_fs' and 'fc100' (32x32 color).
-    num_ways, num_shots: N-way K-shot.
+    num_ways, num_shots: N-way K-shot (the command line takes N >=
+      ``MIN_WAYS``).
     num_queries: query examples per class; None means K (the original code).
     train_shots: support examples per class in meta-training tasks; None
       means ``num_shots`` (Reptile's paper trains 1-shot models on 10 shots).
@@ -52,7 +59,9 @@ class Config:
     num_devices: split each meta-batch over this many devices (the first
       ones of ``jax.devices()``); None means all of them, on every host after
       ``jax.distributed.initialize()`` (``--distributed``).
-      ``meta_batch_size`` must be divisible by it.
+      ``meta_batch_size`` must be divisible by it (checked against the
+      devices there are by the command line, ``main.check_devices``, and by
+      ``train.train_and_evaluate``, both before loading data).
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
@@ -65,11 +74,14 @@ class Config:
       'auto' (``jaxmaml.default_task_map``: the mapping measured fastest for
       the meta-batch's shapes on this backend, see docs/benchmarks/peers_cpu.md),
       'vmap', 'map' or 'loop'.
-    task_batch_size: tasks vmapped per iteration with task_map='map'.
-    image_size: images are resized to image_size x image_size.
-    seed: initialisation and task sampling.
-    split_seed: the character split (1100 train / 100 val / 423 test).
-    num_val_tasks, num_test_tasks: tasks for validation and the final test.
+    task_batch_size: tasks vmapped per iteration with task_map='map' (only).
+    image_size: images are resized to image_size x image_size (at least
+      ``MIN_POOLED_IMAGE_SIZE`` but for Omniglot).
+    seed: initialisation and task sampling, in ``[0, 2**32 - 1]``.
+    split_seed: the character split (1100 train / 100 val / 423 test), in
+      ``[0, 2**32 - 1]``.
+    num_val_tasks, num_test_tasks: tasks for validation and the final test
+      (at least 2: their 95% confidence intervals).
     eval_batch_size: tasks evaluated at once.
     eval_every, log_every, checkpoint_every: in iterations.
     log: where the metrics are logged, a comma-separated subset of
@@ -107,6 +119,7 @@ class Config:
   async_checkpoints: bool = False
 
   def __post_init__(self):
+    cli.check_choice(self.dataset, 'dataset', DATASETS)
     cli.check_positive_ints(
       self,
       (
@@ -115,24 +128,32 @@ class Config:
         'meta_batch_size',
         'num_iterations',
         'image_size',
-        'num_val_tasks',
-        'num_test_tasks',
         'eval_batch_size',
         'eval_every',
         'log_every',
         'checkpoint_every',
       ),
     )
-    for name in ('num_devices', 'train_shots', 'num_queries'):
+    for name in ('num_val_tasks', 'num_test_tasks'):  # A confidence interval needs 2.
+      checks.int_at_least(getattr(self, name), name, 2)
+    for name in ('num_devices', 'train_shots', 'num_queries', 'task_batch_size'):
       checks.optional_positive_int(getattr(self, name), name)
-    cli.check_choice(self.dataset, 'dataset', DATASETS)
+    cli.check_seeds(self, ('seed', 'split_seed'))
+    cli.check_bools(self, ('rotate', 'bn_scale', 'async_checkpoints'))
+    if self.time_budget_s is not None:
+      checks.real_number(self.time_budget_s, 'time_budget_s', positive=True)
+    # The miniImageNet Conv4 halves the image with each of its four max-pools.
+    if self.dataset != 'omniglot' and self.image_size < MIN_POOLED_IMAGE_SIZE:
+      raise ValueError(
+        f'image_size must be >= {MIN_POOLED_IMAGE_SIZE} for dataset {self.dataset!r} '
+        f'(four 2x2 max-pools), got {self.image_size}.'
+      )
+    cli.check_choice(self.conv, 'conv', jaxmaml.models.CONV_IMPLS)
     cli.check_choice(self.batch_norm, 'batch_norm', jaxmaml.normalization.MODES)
     logs.parse_logs(self.log)
     cli.check_choice(self.task_map, 'task_map', ('auto',) + jaxmaml.tasks.TASK_MAPS)
-    if self.time_budget_s is not None:
-      checks.real_number(self.time_budget_s, 'time_budget_s', positive=True)
-    if self.num_test_tasks < 2 or self.num_val_tasks < 2:
-      raise ValueError('num_val_tasks and num_test_tasks must be >= 2.')
+    if self.task_batch_size is not None and self.task_map != 'map':
+      raise ValueError(f"task_batch_size applies to task_map 'map' only, not {self.task_map!r}.")
 
   @property
   def queries(self) -> int:

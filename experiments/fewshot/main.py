@@ -10,6 +10,8 @@ rerun with the same ``--workdir`` resumes from its last checkpoint.
 import argparse
 import sys
 
+import jax
+
 from experiments import cli
 from experiments.fewshot import config as config_lib
 from experiments.fewshot import train
@@ -47,13 +49,41 @@ def parse_args(argv: list[str]):
   args = parser.parse_args(argv)
   args.workdir = args.workdir or f'runs/{args.config}'
   config = cli.config_from_args(parser, args, config_lib.Config)
+  if config.num_ways < config_lib.MIN_WAYS:
+    parser.error(
+      f'num_ways must be an int >= {config_lib.MIN_WAYS} (a classification task '
+      f'tells classes apart), got {config.num_ways}.'
+    )
   args.data_dir = args.data_dir or config_lib.DEFAULT_DATA_DIRS[config.dataset]
   return config, args
+
+
+def check_devices(config: config_lib.Config) -> None:
+  """Raises a ValueError naming num_devices unless there are that many devices
+  (None: all of them) and they split the meta-batch evenly; call after
+  ``jax.distributed.initialize()``, before loading data."""
+  available = jax.device_count()
+  if config.num_devices is not None and config.num_devices > available:
+    raise ValueError(
+      f'num_devices must be between 1 and the {available} available '
+      f'({jax.default_backend()}) devices, got {config.num_devices}.'
+    )
+  devices = config.num_devices or available
+  if config.meta_batch_size % devices:
+    raise ValueError(
+      f'meta_batch_size ({config.meta_batch_size} tasks) must be divisible by the number '
+      f'of devices ({devices}: num_devices, or all of them) so that every device gets '
+      'the same number of tasks.'
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
   cli.apply_runtime_flags(args)
+  try:
+    check_devices(config)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   print(f'{args.config}: {config}\nwriting to {args.workdir}')
   report = train.train_and_evaluate(
     config, args.workdir, args.data_dir, args.cache_dir, test_only=args.test_only

@@ -234,8 +234,16 @@ def make_checkpoints(config: Config, workdir: str) -> loop.Checkpoints:
   flat, defaults = cli.flatten(config), cli.flatten(Config())
   return loop.Checkpoints(
     path=os.path.join(workdir, 'state'),
-    config={k: flat[k] for k in TRAINING_FIELDS},
-    added_defaults={k: defaults[k] for k in ADDED_FIELDS},
+    config={
+      **{k: flat[k] for k in TRAINING_FIELDS},
+      'outer_schedule_iterations': algorithms.schedule_iterations(
+        config.algo, config.num_iterations
+      ),
+    },
+    added_defaults={
+      **{k: defaults[k] for k in ADDED_FIELDS},
+      'outer_schedule_iterations': None,
+    },
     best_path=os.path.join(workdir, 'best'),
     msgpack_path=os.path.join(workdir, 'state.ckpt'),
     msgpack_best_path=os.path.join(workdir, 'best.ckpt'),
@@ -262,14 +270,16 @@ def compile_meta_step(config: Config, learner, optimizer, state, split: Split, k
       counts=counts,
     )
 
-  meta_step = jaxmaml.make_meta_step(
-    learner,
-    optimizer,
-    mesh=mesh,
-    **_task_mapping(
-      config, config.meta_batch_size // devices, config.training_shots, _channels(split.images)
-    ),
-    sampler=sampler,
+  meta_step = loop.with_finite_flag(
+    jaxmaml.make_meta_step(
+      learner,
+      optimizer,
+      mesh=mesh,
+      **_task_mapping(
+        config, config.meta_batch_size // devices, config.training_shots, _channels(split.images)
+      ),
+      sampler=sampler,
+    )
   )
   data = jax.tree.map(jnp.asarray, split)
   if mesh is not None:  # Once, so that no step copies them.
@@ -354,12 +364,20 @@ def train_and_evaluate(
       config, model, learners.training, optimizer, keys['init'], _channels(splits['train'].images)
     ),
   )
+  if int(run.state.step) > config.num_iterations:  # Also with test_only: never reported.
+    raise ValueError(
+      f'{workdir} holds a run at iteration {int(run.state.step)}, past '
+      f'num_iterations={config.num_iterations}: a run is never shortened; pass at least '
+      f'{int(run.state.step)}, or use another --workdir.'
+    )
   compile_time = 0.0
   if not test_only:
     run, compile_time = meta_train(
       config, run, learners, optimizer, checkpoints, splits, keys, mesh, workdir
     )
   progress = run.progress
+  if not loop.all_finite(run.best_params):  # Never written since jaxmaml checks; refused anyway.
+    raise FloatingPointError(f'The best parameters in {workdir} are not finite: nothing to test.')
   results = {
     **evaluate_test(
       config, learners.evaluation, run.best_params, splits['test'], keys['test'], data_dir
@@ -420,7 +438,7 @@ def plot_learning_curve(log_path: str, path: str, title: str = 'maml') -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  rows = loop.read_log(log_path)
+  rows = logs.read_log(log_path)
   train = [(r['step'], r['train_accuracy']) for r in rows if 'train_accuracy' in r]
   val = [(r['step'], r['val_accuracy'], r['val_ci95']) for r in rows if 'val_accuracy' in r]
   fig, ax = plt.subplots(figsize=(6, 4))

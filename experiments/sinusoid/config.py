@@ -14,25 +14,29 @@ class Config:
   """Hyperparameters; the defaults are the paper's except ``num_iterations``.
 
   Attributes:
-    shots: the K values to run; one model per K (support = K points).
+    shots: the K values to run, each once; one model per K (support = K
+      points).
     num_iterations: meta-training iterations (the paper: 70,000).
     meta_batch_size: tasks per meta-step.
     num_query: query points per task during meta-training (the original code
       uses K, the same as the support).
-    hidden: widths of the hidden layers of the ReLU MLP.
+    hidden: widths of the hidden layers of the ReLU MLP (empty: a linear
+      model).
     algo: the algorithm and its optimizers
       (``experiments.algorithms.AlgorithmConfig``; protonets is for
       classification only). Its ``inner_lr`` is also the fine-tuning step
       size at test time, its ``eval_inner_steps`` the last inner step
       evaluated at test time (0..this); ``outer_lr`` is also the baseline's
       Adam learning rate; ``precision`` is the MLP's compute dtype.
-    pretrained_lr_grid: the baseline's fine-tuning step sizes; the best one on
-      validation tasks is used (the paper "automatically tuned" it).
+    pretrained_lr_grid: the baseline's fine-tuning step sizes (finite, > 0);
+      the best one on validation tasks is used (the paper "automatically
+      tuned" it).
     num_val_tasks: validation tasks for tuning the baseline's step size.
-    num_test_tasks: held-out test tasks (the paper: 600).
+    num_test_tasks: held-out test tasks (the paper: 600; at least 2).
     num_test_query: query points per test task: a dense, uniform sample of the
       input range so each task's MSE is a precise estimate.
-    seed: one seed for initialisation, training tasks and test tasks.
+    seed: one seed for initialisation, training tasks and test tasks, in
+      ``[0, 2**32 - 1]``.
     log_every: iterations between progress-bar updates of the running loss.
     checkpoint_every: iterations between checkpoints (training resumes from
       the last one).
@@ -64,12 +68,17 @@ class Config:
         'checkpoint_every',
       ),
     )
-    if self.num_test_tasks < 2:
-      raise ValueError(f'num_test_tasks must be >= 2, got {self.num_test_tasks}.')
-    if not self.shots or any(k < 1 for k in self.shots):
-      raise ValueError(f'shots must be positive ints, got {self.shots}.')
+    # A confidence interval needs 2.
+    checks.int_at_least(self.num_test_tasks, 'num_test_tasks', 2)
+    # One model per K: a repeated K would train twice and report once.
+    cli.check_tuple(self.shots, 'shots', checks.positive_int, unique=True)
     checks.optional_positive_int(self.num_query, 'num_query')
-    if not self.pretrained_lr_grid:
-      raise ValueError('pretrained_lr_grid must not be empty.')
+    cli.check_tuple(self.hidden, 'hidden', checks.positive_int, empty=True)
+    cli.check_tuple(
+      self.pretrained_lr_grid,
+      'pretrained_lr_grid',
+      lambda lr, name: checks.real_number(lr, name, positive=True),
+    )
+    cli.check_seeds(self, ('seed',))
     if self.algo.algorithm == 'protonets':
       raise ValueError('algorithm protonets is for classification, not sinusoid regression.')

@@ -87,12 +87,20 @@ def train(
   flat, defaults = cli.flatten(config), cli.flatten(Config())
   checkpoints = loop.Checkpoints(
     path=checkpoint_path,
-    config={k: flat[k] for k in TRAINING_FIELDS},
+    config={
+      **{k: flat[k] for k in TRAINING_FIELDS},
+      'outer_schedule_iterations': algorithms.schedule_iterations(
+        config.algo, config.num_iterations
+      ),
+    },
     msgpack_path=checkpoint_path + '.ckpt',  # Written before Orbax.
-    added_defaults={k: defaults[k] for k in algorithms.ADDED_FIELDS},
+    added_defaults={
+      **{k: defaults[k] for k in algorithms.ADDED_FIELDS},
+      'outer_schedule_iterations': None,
+    },
     metadata={'shots': shots},
   )
-  meta_step = jaxmaml.make_meta_step(learner, optimizer)
+  meta_step = loop.with_finite_flag(jaxmaml.make_meta_step(learner, optimizer))
   sample = jax.jit(
     functools.partial(
       sinusoid.sample_tasks,

@@ -7,7 +7,7 @@
   train/val/test CSVs, brought by the user), as cached, memory-mapped arrays.
 - ``episodes``: N-way K-shot tasks from a class-indexed image array, drawn on
   the device (jittable) or on the host.
-- ``cache``: where the loaders cache their preprocessed arrays.
+- ``cache``: where the loaders cache their preprocessed arrays, and their checksums.
 - ``extras``: the optional packages the image loaders import when used
   (Pillow, tensorflow-datasets: ``pip install 'jaxmaml[data]'``).
 """

@@ -31,7 +31,8 @@ and nothing else, after their checksum passed.
 ``load_cifar_fs(root, split)`` and ``load_fc100(root, split)`` return a
 ``CIFARSplit``: ``images`` uint8 ``[num_classes, 600, s, s, 3]`` (``s =
 image_size``, 32 unless resized with PIL's Lanczos filter), cached as a
-``.npy`` file and loaded memory-mapped. Classes are in the manifest's order
+``.npy`` file with a checksum (``jaxmaml.data.cache``) and loaded
+memory-mapped. Classes are in the manifest's order
 for CIFAR-FS; for FC100, superclass by superclass in the manifest's order,
 and within a superclass by CIFAR-100 fine label. A class's images are its
 train-file images in file order, then its test-file ones; from TFDS, records
@@ -116,10 +117,14 @@ def load_cifar_fs(
   Raises:
     ValueError, TypeError: for a bad ``split``, ``image_size`` or
       ``source_kind`` (before any work), a checksum that does not match the
-      published one (naming the file), or data that do not hold the
-      manifest's classes.
+      published one (naming the file), data that do not hold the
+      manifest's classes, or a cached split that does not match its checksum
+      (naming its files; ``jaxmaml.data.cache``).
     FileNotFoundError: if ``root`` is not a directory, or a file is missing
       (naming it and where to get it), before anything is decoded.
+    OSError: if the split must be built and ``cache_dir`` is not writable,
+      before anything is hashed or decoded (a cached split is read from a
+      read-only ``cache_dir``).
     ImportError: without tensorflow-datasets for the TFDS source, or Pillow to
       resize (optional: ``pip install 'jaxmaml[data]'``).
   """
@@ -314,12 +319,6 @@ def _load(benchmark, root, split, image_size, source_kind, cache_dir) -> CIFARSp
   wanted = _split_classes(benchmark, split)
   kind, paths = _resolve(root, source_kind, files)
   cache_dir = cache_lib.cache_dir_or_default(cache_dir)
-  if kind == 'folder':
-    for member, path in paths.items():
-      manifest_lib.verify(path, manifest_lib.file_entry(files, f'{FOLDER}/{member}'), cache_dir)
-  elif kind == 'archive':
-    manifest_lib.verify(paths[ARCHIVE], manifest_lib.file_entry(files, ARCHIVE), cache_dir)
-
   per_class = int(files['images_per_class'])
   key = manifest_lib.fingerprint(
     {
@@ -333,6 +332,13 @@ def _load(benchmark, root, split, image_size, source_kind, cache_dir) -> CIFARSp
   )
   cache = cache_dir / f'{benchmark}-{split}-{image_size}px-{key}.npy'
   cached = manifest_lib.read_cached(cache)
+  if cached is None:  # Before hashing an archive for nothing.
+    cache_lib.check_writable(cache_dir, 'CIFAR-100')
+  if kind == 'folder':
+    for member, path in paths.items():
+      manifest_lib.verify(path, manifest_lib.file_entry(files, f'{FOLDER}/{member}'), cache_dir)
+  elif kind == 'archive':
+    manifest_lib.verify(paths[ARCHIVE], manifest_lib.file_entry(files, ARCHIVE), cache_dir)
   if cached is not None:
     images, meta = cached
     return CIFARSplit(images, tuple(meta['classes']), tuple(meta['superclasses']))

@@ -26,7 +26,8 @@ number); a class's images in order of file name. Each photograph is
 converted to RGB and resized to ``s x s`` (``image_size``, default 84) with
 PIL's Lanczos filter, aspect ratio not kept (no crop, no bounding box). The
 split is cached as a ``.npy`` file (with a JSON sidecar for ``counts`` and
-``classes``) and loaded memory-mapped.
+``classes``, and a checksum checked on every load: ``jaxmaml.data.cache``)
+and loaded memory-mapped.
 
 Usage::
 
@@ -148,10 +149,15 @@ def load_cub(
   Raises:
     ValueError, TypeError: for a bad ``split``, ``image_size`` or
       ``source_kind`` (before any work), an archive whose md5 is not the
-      published one, or an ``images.txt`` without the split's classes.
+      published one, an ``images.txt`` without the split's classes, or
+      a cached split that does not match its checksum (naming its files;
+      ``jaxmaml.data.cache``).
     FileNotFoundError: if ``root`` is not a directory, or the archive, the
       folder's ``images.txt`` or a listed image is missing (naming it and
       where to get the data), before anything is decoded.
+    OSError: if the split must be built and ``cache_dir`` is not writable,
+      before anything is hashed or decoded (a cached split is read from a
+      read-only ``cache_dir``).
     ImportError: without Pillow (optional: ``pip install 'jaxmaml[data]'``).
   """
   root = manifest_lib.check_arguments(
@@ -169,7 +175,6 @@ def load_cub(
   kind, path = _resolve(root, source_kind, entry)
   cache_dir = cache_lib.cache_dir_or_default(cache_dir)
   if kind == 'archive':
-    manifest_lib.verify(path, entry, cache_dir)
     source = entry.get('md5')
     listing = None
   else:
@@ -198,6 +203,10 @@ def load_cub(
   )
   cache = cache_dir / f'cub-{split}-{image_size}px-{key}.npy'
   cached = manifest_lib.read_cached(cache)
+  if cached is None:  # Before hashing the archive for nothing.
+    cache_lib.check_writable(cache_dir, 'CUB-200-2011')
+  if kind == 'archive':
+    manifest_lib.verify(path, entry, cache_dir)
   if cached is None:
     if kind == 'archive':
       listing, data = _read_archive(path, classes)

@@ -1,7 +1,10 @@
 """N-way K-shot episodes from a class-indexed image array.
 
 The dataset is one array ``images[num_classes, examples_per_class, h, w]``
-(uint8, grayscale) or ``[num_classes, examples_per_class, h, w, channels]``.
+(grayscale) or ``[num_classes, examples_per_class, h, w, channels]``: uint8
+in ``0..255``, scaled to float32 in ``[0, 1]``, or floating point, taken to
+be in ``[0, 1]`` already and only cast to float32 (never divided by 255
+again); other dtypes are refused.
 ``sample_episodes`` draws a meta-batch of tasks with ``jax.random`` and
 gathers them by index, with fixed shapes, so it runs on the device inside
 a jitted meta-step (no host round-trip per iteration). ``host_episodes`` draws
@@ -14,7 +17,8 @@ random multiple of 90 degrees, and the rotated class is the class of the task
 (so rotations act as new classes, at meta-train and meta-test time alike);
 per class, ``num_shots + num_queries`` distinct examples are drawn, the first
 ``num_shots`` for the support set. Labels are ``0 .. num_ways - 1`` in the
-order the classes were drawn. The support and query sets are ordered class by
+order the classes were drawn: correct by construction, so they are not
+checked again downstream. The support and query sets are ordered class by
 class; ``shuffle_support=True`` puts each task's support set in random order
 (for algorithms that split it into mini-batches, such as Reptile).
 
@@ -95,17 +99,30 @@ def check_episode_request(
     )
 
 
+def check_images(images) -> None:
+  """Raises unless ``images`` is uint8 (0..255) or floating point (in [0, 1]) (dtype only)."""
+  dtype = np.dtype(images.dtype)
+  if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
+    raise TypeError(
+      f'images must be uint8 (0..255, scaled to [0, 1]) or floating point (already in '
+      f'[0, 1]), got dtype {dtype}.'
+    )
+
+
 def _shuffled(support: base.Batch, order) -> base.Batch:
   """Each task's support examples reordered by its row of ``order [tasks, N*K]``."""
   return tuple(x[np.arange(len(order))[:, None], order] for x in support)
 
 
 def _to_task(x, labels, num_ways, num_shots, num_queries, xp):
-  """``x [tasks, ways, shots + queries, h, w(, c)]`` uint8 -> Task of float NHWC batches."""
+  """``x [tasks, ways, shots + queries, h, w(, c)]`` -> Task of float32 NHWC batches in [0, 1].
+
+  uint8 is divided by 255; floating point is taken to be in [0, 1] already.
+  """
   if x.ndim == 5:
     x = x[..., None]
   lead, (h, w, c) = x.shape[:1], x.shape[3:]
-  x = x.astype(xp.float32) / 255.0
+  x = x.astype(xp.float32) / 255.0 if x.dtype == np.uint8 else x.astype(xp.float32)
   support = x[:, :, :num_shots].reshape(*lead, num_ways * num_shots, h, w, c)
   query = x[:, :, num_shots:].reshape(*lead, num_ways * num_queries, h, w, c)
   s_labels = xp.broadcast_to(xp.repeat(labels, num_shots), (*lead, num_ways * num_shots))
@@ -131,8 +148,9 @@ def sample_episodes(
 
   Args:
     key: a ``jax.random`` key; the same key gives the same tasks.
-    images: ``[num_classes, examples_per_class, h, w(, channels)]`` uint8,
-      on the device.
+    images: ``[num_classes, examples_per_class, h, w(, channels)]``, uint8
+      (scaled to [0, 1]) or floating point in [0, 1] (cast only), on the
+      device.
     num_tasks: tasks in the meta-batch.
     num_ways: N, classes per task.
     num_shots: K, support examples per class.
@@ -147,12 +165,25 @@ def sample_episodes(
   Returns:
     A ``Task``: support ``(x [num_tasks, N*K, h, w, channels] float32 in [0, 1]
     (channels = 1 for grayscale),
-    y [num_tasks, N*K] int32)``, query likewise with ``N*num_queries``.
+    y [num_tasks, N*K] int32)``, query likewise with ``N*num_queries``. The
+    labels are ``0 .. N - 1`` by construction (not checked again).
+
+  Raises:
+    TypeError, ValueError: for a request the dataset cannot meet, images of
+      another dtype than uint8 or floating point, or NumPy images outside
+      ``jit`` (put them on the device once, or use ``host_episodes``),
+      before any compute.
   """
+  check_images(images)
   check_episode_request(images.shape, num_ways, num_shots, num_queries, num_tasks, counts)
   num_classes, per_class, h, w = images.shape[:4]
   if rotate and h != w:
     raise ValueError(f'rotate=True needs square images, got {h}x{w}.')
+  if isinstance(images, np.ndarray):
+    raise TypeError(
+      'images must be on the device (jax.device_put(images) once, or an argument of a jitted '
+      'function); got a NumPy array: for datasets kept on the host, use host_episodes.'
+    )
   n = num_shots + num_queries
 
   def within(key, count):
@@ -205,15 +236,34 @@ def host_episodes(
   from ``images`` (which may be a memory-mapped array) and only the meta-batch
   is sent to the device. The same ``seed`` gives the same sequence of tasks
   (not the same tasks as ``sample_episodes`` with a key: the generators differ).
-  ``counts``: as ``sample_episodes``'.
+  ``images``, ``counts``: as ``sample_episodes``'.
 
-  Yields:
-    ``Task`` meta-batches with the shapes of ``sample_episodes``, as NumPy arrays.
+  The arguments are checked when this is called, not at the first ``next``.
+
+  Returns:
+    An iterator of ``Task`` meta-batches with the shapes (and the labels
+    ``0 .. N - 1``) of ``sample_episodes``, as NumPy arrays.
+
+  Raises:
+    TypeError, ValueError: as ``sample_episodes``, when called.
   """
+  check_images(images)
   check_episode_request(np.shape(images), num_ways, num_shots, num_queries, num_tasks, counts)
+  h, w = np.shape(images)[2:4]
+  if rotate and h != w:
+    raise ValueError(f'rotate=True needs square images, got {h}x{w}.')
   num_classes, per_class = images.shape[:2]
   sizes = np.full(num_classes, per_class) if counts is None else np.asarray(counts)
   rng = np.random.default_rng(seed)
+  args = (images, num_tasks, num_ways, num_shots, num_queries, rotate, shuffle_support, sizes)
+  return _host_stream(rng, *args)
+
+
+def _host_stream(
+  rng, images, num_tasks, num_ways, num_shots, num_queries, rotate, shuffle_support, sizes
+) -> Iterator[base.Task]:
+  """The endless generator behind ``host_episodes``, on checked arguments."""
+  num_classes = images.shape[0]
   n = num_shots + num_queries
   while True:
     batch = []

@@ -24,8 +24,9 @@ files before decoding anything:
 
 They cache the arrays they build as ``.npy`` files (``write_class_blocks``:
 written atomically with ``jaxmaml.files.atomic_write``, class by class, so a
-split larger than memory is never held whole) with a JSON sidecar, and load
-them memory-mapped (``read_cached``).
+split larger than memory is never held whole) with a JSON sidecar and a
+checksum sidecar (``jaxmaml.data.cache``), and load them memory-mapped and
+checked (``read_cached``).
 
 The pickles of CIFAR-100 and tieredImageNet are read with ``load_pickle``,
 which only rebuilds builtin containers and NumPy arrays: a pickle that names
@@ -40,10 +41,12 @@ import os
 import pathlib
 import pickle
 from typing import IO, Any
+import warnings
 
 import numpy as np
 
 from jaxmaml import checks
+from jaxmaml.data import cache as cache_lib
 from jaxmaml.data import extras
 from jaxmaml.files import atomic_write
 
@@ -150,7 +153,14 @@ def verify(path: pathlib.Path, entry: Mapping[str, Any], cache_dir: pathlib.Path
           f'{entry["name"]}: the file is corrupt or not the official one; get it again '
           f'from {where_to_get(entry)}.'
         )
-  atomic_write(record, lambda f: f.write(key.encode()))
+  try:
+    atomic_write(record, lambda f: f.write(key.encode()))
+  except OSError as e:  # A read-only cache: the check passed all the same.
+    warnings.warn(
+      f'{path} matches its published checksum, but the success could not be recorded in '
+      f'{record.parent} ({e}): it will be hashed again on the next load.',
+      stacklevel=2,
+    )
   return True
 
 
@@ -209,41 +219,38 @@ def write_class_blocks(
   blocks: Iterable[np.ndarray],
   meta: Mapping[str, Any],
 ) -> None:
-  """Writes a uint8 ``.npy`` of ``shape`` from its blocks along axis 0, and a JSON sidecar.
+  """Writes a uint8 ``.npy`` of ``shape`` from its blocks along axis 0, a JSON
+  sidecar and a checksum sidecar.
 
-  The array is streamed: each block ``[shape[1:]]`` (one class) is written as
-  it comes, so the whole array is never in memory. Both files are written
-  atomically; the sidecar (``path`` with ``.json``) first, the array last, so
-  the array's presence means both are complete.
+  The array is streamed: each block ``[shape[1:]]`` (one class) is hashed and
+  written as it comes, so the whole array is never in memory. The files are
+  written atomically: the JSON sidecar (``path`` with ``.json``), the array,
+  then the checksum (``jaxmaml.data.cache.write_npy``), which records the
+  digests of both.
   """
-  shape = tuple(int(s) for s in shape)
-
-  def write(f):
-    np.lib.format.write_array_header_1_0(
-      f, {'descr': np.dtype(np.uint8).str, 'fortran_order': False, 'shape': shape}
-    )
-    count = 0
-    for block in blocks:
-      block = np.ascontiguousarray(block, dtype=np.uint8)
-      if block.shape != shape[1:]:
-        raise ValueError(f'block {count} has shape {block.shape}, expected {shape[1:]}.')
-      f.write(block.tobytes())
-      count += 1
-    if count != shape[0]:
-      raise ValueError(f'{count} blocks written, expected {shape[0]}.')
-
   atomic_write(path.with_suffix('.json'), lambda f: f.write(json.dumps(dict(meta)).encode()))
-  atomic_write(path, write)
+  cache_lib.write_npy(path, shape, blocks, meta=meta)
 
 
 def read_cached(path: pathlib.Path) -> tuple[np.ndarray, dict[str, Any]] | None:
-  """``(memory-mapped array, sidecar dict)`` written by ``write_class_blocks``, or None."""
-  sidecar = path.with_suffix('.json')
-  if not (path.is_file() and sidecar.is_file()):
+  """``(memory-mapped array, sidecar dict)`` written by ``write_class_blocks``,
+  checked against its checksum (``jaxmaml.data.cache.check_entry``); None if absent.
+
+  Raises:
+    ValueError: naming the entry's files and saying to delete them, if its
+      JSON sidecar is missing or unreadable, or it does not match its checksum.
+  """
+  if not path.is_file():
     return None
-  with open(sidecar) as f:
-    meta = json.load(f)
-  return np.load(path, mmap_mode='r'), meta
+  sidecar = path.with_suffix('.json')
+  try:
+    with open(sidecar) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise cache_lib.unreadable(path, e, (sidecar,)) from None
+  array = cache_lib.read_npy(path, meta, (sidecar,))
+  assert array is not None
+  return array, meta
 
 
 def fingerprint(payload: Any) -> str:

@@ -220,9 +220,14 @@ def load_tiered_imagenet(
     ValueError, TypeError: for a bad ``split``, ``image_size`` or
       ``source_kind`` (before any work), an archive whose md5 is not the
       published one, labels that do not match the images or the manifest's
-      split, or a pickle that holds anything but arrays and containers.
+      split, a pickle that holds anything but arrays and containers, or
+      a cached split that does not match its checksum (naming its files;
+      ``jaxmaml.data.cache``).
     FileNotFoundError: if ``root`` is not a directory or a file is missing
       (naming it and where to get it), before anything is decoded.
+    OSError: if the split must be built and ``cache_dir`` is not writable,
+      before anything is hashed or decoded (a cached split is read from a
+      read-only ``cache_dir``).
     ImportError: without Pillow (optional: ``pip install 'jaxmaml[data]'``).
   """
   root = manifest_lib.check_arguments(
@@ -239,9 +244,8 @@ def load_tiered_imagenet(
   kind, path = _resolve(root, split, source_kind, spec)
   cache_dir = cache_lib.cache_dir_or_default(cache_dir)
   images_name, labels_name = _files(split)
+  entry = manifest_lib.file_entry(spec, ARCHIVE)
   if kind == 'archive':
-    entry = manifest_lib.file_entry(spec, ARCHIVE)
-    manifest_lib.verify(path, entry, cache_dir)
     source: Any = entry.get('md5')
   else:
     source = [
@@ -259,6 +263,10 @@ def load_tiered_imagenet(
   )
   cache = cache_dir / f'tiered_imagenet-{split}-{image_size}px-{key}.npy'
   cached = manifest_lib.read_cached(cache)
+  if cached is None:  # Before hashing the archive for nothing.
+    cache_lib.check_writable(cache_dir, 'tieredImageNet')
+  if kind == 'archive':
+    manifest_lib.verify(path, entry, cache_dir)
   if cached is None:
     _build(cache, kind, path, root, split, expected, image_size)
     cached = manifest_lib.read_cached(cache)
