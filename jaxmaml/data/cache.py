@@ -21,9 +21,10 @@ so a checksum on disk means its data is complete.
 Every load checks the entry (``check_entry``): shapes and dtypes first, then
 the digests, hashing the whole array (its cost: ``docs/datasets.md``). On a
 mismatch the entry is neither used nor overwritten: ``ValueError`` names its
-files and says to delete them, and the next load rebuilds it. A cache entry that was changed or damaged after it was written
-is a sign of a failing disk or of another program writing there, and it may
-be the only copy of hours of preprocessing; the user decides.
+files and says to delete them, and the next load rebuilds it. A cache entry
+that was changed or damaged after it was written is a sign of a failing disk
+or of another program writing there, and it may be the only copy of hours of
+preprocessing; the user decides.
 
 An entry without a checksum sidecar was written before checksums existed (or
 its writer was killed between the data and the checksum; the data itself is
