@@ -1,11 +1,12 @@
 # make run   : set up a local virtualenv and run the sinusoid experiment (no download)
+# make table : the MAML Omniglot table (experiments.fewshot.table), resumed where it stopped
 # make test  : set up the virtualenv and run the test suite (what CI runs)
 # make lint  : ruff (lint + format check) and pyright (types), the gates CI runs first
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run run-full lint format docs test test-slow bench bench-peers clean
+.PHONY: install run run-full table lint format docs test test-slow bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +21,9 @@ run: install
 
 run-full: install
 	$(PY) -m experiments.sinusoid.main --full --workdir runs/sinusoid_full
+
+table: install  # the MAML Omniglot table: 4 settings x seeds 0, 1, 2, second order, 60,000 iterations each; resumes
+	$(PY) -m experiments.fewshot.table --workdir runs/table
 
 lint: install
 	$(VENV)/bin/ruff check .

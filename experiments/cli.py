@@ -252,6 +252,7 @@ def environment() -> dict:
     'jax': jax.__version__,
     'backend': jax.default_backend(),
     'devices': [str(d) for d in jax.devices()],
+    'device_kind': jax.devices()[0].device_kind,
     'python': platform.python_version(),
     'process_count': jax.process_count(),
     'machine': platform.machine(),

@@ -203,3 +203,14 @@ PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
   'tiered_imagenet_5way1shot': (51.67, 1.81),
   'tiered_imagenet_5way5shot': (70.30, 1.75),
 }
+# MAML's first-order approximation (FOMAML), as reported by the MAML paper
+# (Finn, Abbeel & Levine 2017): Table 1 ("MAML + first-order approx.",
+# Omniglot) and Table 2 ("MAML, first order approx.", miniImageNet), percent.
+PAPER_ACCURACY_FIRST_ORDER = {
+  'omniglot_5way1shot': (98.3, 0.5),
+  'omniglot_5way5shot': (99.2, 0.2),
+  'omniglot_20way1shot': (89.4, 0.5),
+  'omniglot_20way5shot': (97.9, 0.1),
+  'miniimagenet_5way1shot': (48.07, 1.75),
+  'miniimagenet_5way5shot': (63.15, 0.91),
+}
