@@ -292,13 +292,14 @@ def run(
       last = done == cadence.num_iterations or (
         cadence.time_budget_s is not None and train_time() >= cadence.time_budget_s
       )
+      logs_now = done % cadence.log_every == 0 or last
       evaluates = validate is not None and (done % cadence.eval_every == 0 or last)
       checkpoints_now = done % cadence.checkpoint_every == 0 or last
-      if done % cadence.log_every == 0 or evaluates or checkpoints_now:
+      if logs_now or evaluates or checkpoints_now:  # Read the flag only where something is written.
         check_finite_updates(state.opt_state, done)
         if not bool(step_metrics[FINITE]):
           raise _diverged(done, state_manager, checkpoints.path)
-      if done % cadence.log_every == 0 or last:
+      if logs_now:
         means = {name: float(jnp.mean(step_metrics[name])) for name in metrics}
         first = means[metrics[0]]
         smoothed = first if smoothed is None else 0.9 * smoothed + 0.1 * first
