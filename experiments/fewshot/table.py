@@ -43,6 +43,7 @@ from experiments import cli
 from experiments.fewshot import config as config_lib
 from experiments.fewshot import main as fewshot_main
 from experiments.fewshot import train
+from jaxmaml import files
 
 DEFAULT_SETTINGS = (
   'omniglot_5way1shot',
@@ -442,19 +443,13 @@ def plot(table: dict, path: str) -> bool:
   return True
 
 
-def _write_json(path: str, value) -> None:
-  """``value`` as JSON at ``path``, replaced at once (never half written)."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + '.tmp', path)
-
-
 def write_table(table: dict, workdir: str, plots: bool = True) -> None:
-  """``table.json``, ``table.md`` and (with ``plots`` and rows) ``table.png`` in ``workdir``."""
-  _write_json(os.path.join(workdir, 'table.json'), table)
-  with open(os.path.join(workdir, 'table.md.tmp'), 'w') as f:
-    f.write(markdown(table))
-  os.replace(os.path.join(workdir, 'table.md.tmp'), os.path.join(workdir, 'table.md'))
+  """``table.json``, ``table.md`` and (with ``plots`` and rows) ``table.png`` in
+  ``workdir``, each replaced at once (``jaxmaml.files.atomic_write``)."""
+  files.atomic_write(
+    os.path.join(workdir, 'table.json'), lambda f: f.write(json.dumps(table, indent=2).encode())
+  )
+  files.atomic_write(os.path.join(workdir, 'table.md'), lambda f: f.write(markdown(table).encode()))
   if plots and table['rows']:
     plot(table, os.path.join(workdir, 'table.png'))
 
