@@ -306,7 +306,8 @@ def run(
         writer.write({'step': done, **{f'train_{k}': v for k, v in means.items()}, **times()})
         postfix = {k: f'{v:.3f}' for k, v in {**means, metrics[0]: smoothed}.items()}
         if validate is not None:
-          postfix['best_val'] = f'{progress["best_val"]:.1f}%'
+          best_val = progress['best_val']  # -1 until the first validation.
+          postfix['best_val'] = f'{best_val:.1f}%' if best_val >= 0 else 'none yet'
         bar.set_postfix(postfix)
       if evaluates:
         eval_start = time.perf_counter()

@@ -134,6 +134,7 @@ TABLE = [
   case(FEWSHOT, dict(bn_scale=0), TypeError, f'bn_scale {BOOL}', 'bn_scale-int'),
   case(FEWSHOT, dict(async_checkpoints=None), TypeError, BOOL, 'async_checkpoints-none'),
   case(FEWSHOT, dict(conv='cudnn'), ValueError, 'conv must be one of', 'conv'),
+  case(FEWSHOT, dict(pooling='avg'), ValueError, 'pooling must be one of', 'pooling'),
   case(FEWSHOT, dict(dataset='cifar'), ValueError, 'dataset must be one of', 'dataset'),
   case(FEWSHOT, dict(batch_norm='batch'), ValueError, 'batch_norm must be one of', 'batch_norm'),
   case(FEWSHOT, dict(task_map='pmap'), ValueError, 'task_map must be one of', 'task_map'),

@@ -1,4 +1,5 @@
-"""The committed reproduction, checkpointed before Orbax (msgpack), still restores."""
+"""The committed reproductions restore: the finished one, checkpointed before
+Orbax (msgpack), and the runs in progress (Orbax)."""
 
 import os
 
@@ -29,3 +30,20 @@ def test_the_committed_msgpack_reproduction_restores():
   assert resumed.progress['best_val'] == pytest.approx(99.44, abs=0.005)
   leaves = jax.tree_util.tree_leaves(resumed.best_params)
   assert all(np.all(np.isfinite(x)) for x in leaves)
+
+
+def test_the_committed_runs_in_progress_restore():
+  """The runs resumed across sessions (Orbax) restore with today's config
+  fields, those added since they started taking their defaults."""
+  for name in ('omniglot_5way5shot',):
+    committed = os.path.join(ROOT, 'reproduction', name)
+    config = config_lib.CONFIGS[name]
+    model, learners = train.model_and_learners(config)
+    optimizer = algorithms.make_optimizer(config.algo, config.num_iterations)
+    target = train.create_train_state(
+      config, model, learners.training, optimizer, jax.random.key(0), 1
+    )
+    resumed = loop.resume(train.make_checkpoints(config, committed), target)
+    step = int(resumed.state.step)
+    assert 0 < step < config.num_iterations and step % config.checkpoint_every == 0
+    assert 0 < resumed.progress['best_step'] <= step

@@ -260,6 +260,48 @@ def test_command_line():
     _config(inner_steps=2)
 
 
+def test_paper_figure_follows_the_algorithm_run():
+  figure = main.paper_figure
+  assert figure('omniglot_5way1shot', _config()) == '98.7 ± 0.4 %'
+  assert figure('omniglot_5way1shot', _config(first_order=True)) == '98.3 ± 0.5 %'
+  assert figure('omniglot_5way1shot', _config(algorithm='anil')) == 'none'
+  maml_plus_plus = config_lib.CONFIGS['omniglot_5way1shot_maml_plus_plus']
+  assert figure('omniglot_5way1shot_maml_plus_plus', maml_plus_plus) == '99.47 %'
+  reptile = config_lib.CONFIGS['omniglot_5way1shot_reptile']
+  assert figure('omniglot_5way1shot_reptile', reptile) == '97.68 ± 0.04 %'
+  assert figure('cub_5way1shot', config_lib.CONFIGS['cub_5way1shot']) == 'none'
+
+
+FAMILY_CONFIGS = [n for n in config_lib.CONFIGS if n not in config_lib.MAML_CONFIGS]
+
+
+@pytest.mark.parametrize('name', FAMILY_CONFIGS)
+def test_family_configs_build_their_networks(name):
+  """Each family config parses from its name and builds its network (MAML++'s
+  max-pools 28x28 to 1x1, the others' stride-2 convolutions end at 2x2) and a
+  learner whose meta-gradient on an Omniglot-shaped task has the shapes of its
+  meta-parameters (traced only: tests/test_conformance.py trains each one)."""
+  import jax.numpy as jnp
+
+  import jaxmaml
+
+  config, args = main.parse_args(['--config', name])
+  assert config == config_lib.CONFIGS[name] and args.workdir == f'runs/{name}'
+  model, (learner, _) = train.model_and_learners(config)
+  n = config.num_ways
+  x = jax.random.uniform(jax.random.key(0), (2 * n, 28, 28, 1))
+  y = jnp.tile(jnp.arange(n), 2)
+  variables = model.init(jax.random.key(1), x)
+  logits, state = model.apply(variables, x, capture_intermediates=True, mutable=['intermediates'])
+  ((last_block, _),) = state['intermediates']['ConvBlock_3']['__call__']
+  size = 1 if config.pooling == 'max' else 2
+  assert logits.shape == (2 * n, n) and last_block.shape == (2 * n, size, size, 64)
+  task = jaxmaml.Task(support=(x[:n], y[:n]), query=(x[n:], y[n:]))
+  meta_params = learner.init(variables['params'])
+  grads, _ = jax.eval_shape(learner.task_grad, meta_params, task)
+  assert jax.tree.map(jnp.shape, grads) == jax.tree.map(jnp.shape, meta_params)
+
+
 # miniimagenet_5way1shot shrunk to the synthetic dataset.
 @pytest.mark.slow  # ~35 s; the default suite runs this pipeline with Reptile's options.
 def test_miniimagenet_pipeline_and_time_budget(tmp_path):

@@ -279,6 +279,7 @@ def test_command_line_refuses_what_the_table_sets(capsys):
     (['--first_order'], '--first_order is set by the table'),
     (['--algorithms', 'reptile'], "unknown algorithms \\['reptile'\\]"),
     (['--settings', 'omniglot_7way1shot'], 'unknown settings'),
+    (['--settings', 'omniglot_5way1shot_reptile'], 'the table runs MAML configs'),
     (['--seeds', '0,0'], 'without repeats'),
     (['--num_ways', '1'], 'num_ways must be an int >= 2'),
     (['--time_budget_s', '0'], 'time_budget_s must be a finite number > 0'),
@@ -288,7 +289,9 @@ def test_command_line_refuses_what_the_table_sets(capsys):
       table.parse_args(argv)
     assert match.replace('\\', '') in capsys.readouterr().err
   spec, _ = table.parse_args(['--settings', 'all', '--seeds', '4', '--rotate', '--no-plots'])
-  assert [r.setting for r in spec.runs] == list(config_lib.CONFIGS)
+  assert [r.setting for r in spec.runs] == list(config_lib.MAML_CONFIGS)
+  assert 'omniglot_5way1shot_reptile' in config_lib.CONFIGS
+  assert 'omniglot_5way1shot_reptile' not in config_lib.MAML_CONFIGS
   assert spec.overrides == {'rotate': True} and not spec.plots
   assert spec.data_dirs[spec.runs[0]] == config_lib.DEFAULT_DATA_DIRS['omniglot']
   assert spec.data_dirs[spec.runs[-1]] == config_lib.DEFAULT_DATA_DIRS['tiered_imagenet']

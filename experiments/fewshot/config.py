@@ -64,6 +64,9 @@ class Config:
       ``train.train_and_evaluate``, both before loading data).
     rotate: rotations by 90/180/270 degrees make new classes (train and test,
       as the original code).
+    pooling: Conv4's down-sampling, 'stride' (stride-2 convolutions) or 'max'
+      (2x2 max-pooling, as MAML++'s Omniglot network); None: the dataset's
+      network ('stride' for Omniglot, 'max' for the others).
     conv: Conv4's convolution, 'matmul' (fast on CPU) or 'xla'.
     batch_norm: BatchNorm statistics (``jaxmaml.normalization``):
       'transductive' (the batch given, query included: the papers' setting),
@@ -101,6 +104,7 @@ class Config:
   algo: algorithms.AlgorithmConfig = algorithms.AlgorithmConfig()
   num_devices: int | None = None
   rotate: bool = True
+  pooling: str | None = None
   conv: str = 'matmul'
   batch_norm: str = 'transductive'
   bn_scale: bool = False
@@ -149,6 +153,8 @@ class Config:
         f'(four 2x2 max-pools), got {self.image_size}.'
       )
     cli.check_choice(self.conv, 'conv', jaxmaml.models.CONV_IMPLS)
+    if self.pooling is not None:
+      cli.check_choice(self.pooling, 'pooling', jaxmaml.models.POOLINGS)
     cli.check_choice(self.batch_norm, 'batch_norm', jaxmaml.normalization.MODES)
     logs.parse_logs(self.log)
     cli.check_choice(self.task_map, 'task_map', ('auto',) + jaxmaml.tasks.TASK_MAPS)
@@ -188,7 +194,72 @@ for _name, _size in (('cifar_fs', 32), ('fc100', 32), ('cub', 84), ('tiered_imag
   CONFIGS[f'{_name}_5way5shot'] = Config(**_settings, num_shots=5, meta_batch_size=2)
 del _name, _size, _settings
 
-PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
+# The family at its papers' Omniglot protocols (issue 17); what still differs
+# from each paper's code is listed in docs/family.md.
+# MAML++ (Antoniou et al. 2019), its code's omniglot_1_8_0.1_64_{5,20}_0
+# configs: 5 steps at 0.1 learned per layer and step (LSLR), per-step
+# BatchNorm with a learned scale, max-pooling, meta-batch 8, one query per
+# class, the multi-step loss over the first 10 epochs of 500 iterations, Adam
+# 1e-3 cosine-annealed to 1e-5 over 100 epochs, second order throughout.
+_MAML_PLUS_PLUS = dict(
+  meta_batch_size=8,
+  num_queries=1,
+  num_iterations=50_000,
+  pooling='max',
+  bn_scale=True,
+  algo=algorithms.AlgorithmConfig(
+    algorithm='maml_plus_plus',
+    inner_lr=0.1,
+    train_inner_steps=5,
+    eval_inner_steps=5,
+    msl_iterations=5_000,
+    outer_schedule='cosine',
+  ),
+)
+CONFIGS['omniglot_5way1shot_maml_plus_plus'] = Config(**_MAML_PLUS_PLUS)
+CONFIGS['omniglot_20way1shot_maml_plus_plus'] = Config(**_MAML_PLUS_PLUS, num_ways=20)
+# Reptile (Nichol et al. 2018), its Omniglot 5-way 1-shot hyperparameters
+# (transductive): 10 training shots per class in shuffled batches of 10, 5
+# inner Adam (b1=0) steps at 0.001, meta-batch 5, the outer step 1 annealed
+# linearly to 0 over 100,000 iterations, 50 steps at test on the 1-shot support.
+CONFIGS['omniglot_5way1shot_reptile'] = Config(
+  meta_batch_size=5,
+  train_shots=10,
+  num_iterations=100_000,
+  algo=algorithms.AlgorithmConfig(
+    algorithm='reptile',
+    inner_optimizer='adam',
+    inner_lr=0.001,
+    inner_batch_size=10,
+    train_inner_steps=5,
+    eval_inner_steps=50,
+    outer_lr=1.0,
+    outer_schedule='linear',
+  ),
+)
+# iMAML (Rajeswaran et al. 2019), its authors' Omniglot 5-way 1-shot command
+# (imaml_dev's examples/README.md): 16 steps at 0.1, lambda 2, 5 CG steps on
+# their damped system, meta-batch 32, Adam 1e-3, 20,000 meta-steps, BatchNorm
+# with a scale (PyTorch's affine default).
+CONFIGS['omniglot_5way1shot_imaml'] = Config(
+  num_iterations=20_000,
+  bn_scale=True,
+  algo=algorithms.AlgorithmConfig(
+    algorithm='imaml',
+    inner_lr=0.1,
+    train_inner_steps=16,
+    eval_inner_steps=16,
+    imaml_reg=2.0,
+    cg_steps=5,
+    cg_damping=1.0,
+    reg_damping=10.0,
+  ),
+)
+# The configs of MAML itself (what experiments.fewshot.table runs).
+MAML_CONFIGS = tuple(name for name, c in CONFIGS.items() if c.algo.algorithm == 'maml')
+
+# Each config's paper figure, (mean, 95% CI or None), percent.
+PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order).
   'omniglot_5way1shot': (98.7, 0.4),
   'omniglot_5way5shot': (99.9, 0.1),
   'omniglot_20way1shot': (95.8, 0.3),
@@ -202,6 +273,12 @@ PAPER_ACCURACY = {  # MAML paper, Tables 1 and 2 (second order), percent.
   'cifar_fs_5way5shot': (71.5, 1.0),
   'tiered_imagenet_5way1shot': (51.67, 1.81),
   'tiered_imagenet_5way5shot': (70.30, 1.75),
+  # The family's configs, each its own paper's Omniglot figure: MAML++ (no
+  # interval quoted), Reptile (transductive), iMAML (iMAML-GD).
+  'omniglot_5way1shot_maml_plus_plus': (99.47, None),
+  'omniglot_20way1shot_maml_plus_plus': (97.65, None),
+  'omniglot_5way1shot_reptile': (97.68, 0.04),
+  'omniglot_5way1shot_imaml': (99.16, 0.35),
 }
 # MAML's first-order approximation (FOMAML), as reported by the MAML paper
 # (Finn, Abbeel & Levine 2017): Table 1 ("MAML + first-order approx.",

@@ -1,10 +1,13 @@
 """Few-shot MAML: ``python -m experiments.fewshot.main --config omniglot_5way1shot``.
 
-``--config`` picks one of the paper's settings (omniglot_5way1shot,
+``--config`` picks one of the MAML paper's settings (omniglot_5way1shot,
 omniglot_5way5shot, omniglot_20way1shot, omniglot_20way5shot,
-miniimagenet_5way1shot, miniimagenet_5way5shot); every field of ``Config`` is
-also a flag that overrides it (``--num_iterations 2000``, ``--first_order``). A
-rerun with the same ``--workdir`` resumes from its last checkpoint.
+miniimagenet_5way1shot, miniimagenet_5way5shot, and the other datasets'), or
+one of the family's at its paper's protocol (omniglot_5way1shot_maml_plus_plus,
+omniglot_20way1shot_maml_plus_plus, omniglot_5way1shot_reptile,
+omniglot_5way1shot_imaml); every field of ``Config`` is also a flag that
+overrides it (``--num_iterations 2000``, ``--first_order``). A rerun with the
+same ``--workdir`` resumes from its last checkpoint.
 """
 
 import argparse
@@ -77,6 +80,20 @@ def check_devices(config: config_lib.Config) -> None:
     )
 
 
+def paper_figure(name: str, config: config_lib.Config) -> str:
+  """The paper's figure for config ``name`` as ``config`` runs it (first-order
+  MAML: the first-order figure), or 'none' where the paper has none."""
+  paper = config_lib.PAPER_ACCURACY
+  if config.algo.first_order:
+    paper = config_lib.PAPER_ACCURACY_FIRST_ORDER if config.algo.algorithm == 'maml' else {}
+  elif config.algo.algorithm != config_lib.CONFIGS[name].algo.algorithm:
+    paper = {}
+  if name not in paper:
+    return 'none'
+  mean, ci = paper[name]
+  return f'{mean} %' if ci is None else f'{mean} ± {ci} %'
+
+
 def main(argv: list[str] | None = None) -> None:
   config, args = parse_args(sys.argv[1:] if argv is None else argv)
   cli.apply_runtime_flags(args)
@@ -89,10 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     config, args.workdir, args.data_dir, args.cache_dir, test_only=args.test_only
   )
   r = report['results']
-  paper, paper_ci = config_lib.PAPER_ACCURACY.get(args.config, (float('nan'), float('nan')))
   print(
     f'\ntest accuracy ({r["test"]["num_tasks"]} tasks): {r["test"]["accuracy"]:.2f} '
-    f'± {r["test"]["ci95"]:.2f} %  (paper: {paper} ± {paper_ci} %), '
+    f'± {r["test"]["ci95"]:.2f} %  (paper: {paper_figure(args.config, config)}), '
     f'{r["iterations"]} iterations, {r["train_time_s"] / 3600:.2f} h, best validation '
     f'{r["best_val_accuracy"]:.2f} % at step {r["best_step"]}'
   )

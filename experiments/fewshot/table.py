@@ -609,10 +609,10 @@ def parse_args(argv: list[str]) -> tuple[TableSpec, argparse.Namespace]:
   parser.set_defaults(**{name: _UNSET for name in fields if name != 'time_budget_s'})
   parser.add_argument(
     '--settings',
-    type=lambda v: list(config_lib.CONFIGS) if v == 'all' else _comma_list(v),
+    type=lambda v: list(config_lib.MAML_CONFIGS) if v == 'all' else _comma_list(v),
     default=','.join(DEFAULT_SETTINGS),
-    help='comma-separated config names, or "all" (every config; each dataset read from '
-    'its default folder unless --data_dir)',
+    help='comma-separated names of MAML configs, or "all" (every one; each dataset read '
+    'from its default folder unless --data_dir)',
   )
   parser.add_argument(
     '--algorithms',
@@ -654,9 +654,13 @@ def parse_args(argv: list[str]) -> tuple[TableSpec, argparse.Namespace]:
     if name != 'time_budget_s' and (v := getattr(args, name)) is not _UNSET
   }
   settings = args.settings
-  unknown = [s for s in settings if s not in config_lib.CONFIGS]
+  unknown = [s for s in settings if s not in config_lib.MAML_CONFIGS]
   if unknown:
-    parser.error(f'unknown settings {unknown}; choose from {sorted(config_lib.CONFIGS)} or all.')
+    parser.error(
+      f'unknown settings {unknown}: the table runs MAML configs, one of '
+      f'{sorted(config_lib.MAML_CONFIGS)} or all (run the family configs with '
+      'experiments.fewshot.main --config).'
+    )
   unknown = [a for a in args.algorithms if a not in ALGORITHMS]
   if unknown:
     parser.error(f'unknown algorithms {unknown}; choose from {sorted(ALGORITHMS)}.')

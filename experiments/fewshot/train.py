@@ -44,6 +44,7 @@ TRAINING_FIELDS = (
   'train_shots',
   'meta_batch_size',
   'rotate',
+  'pooling',
   'batch_norm',
   'bn_scale',
   'image_size',
@@ -52,7 +53,7 @@ TRAINING_FIELDS = (
 ) + algorithms.TRAINING_FIELDS
 # Fields added after checkpoints were written (the committed reproduction):
 # a checkpoint without them was written with their defaults.
-ADDED_FIELDS = ('train_shots', 'batch_norm') + algorithms.ADDED_FIELDS
+ADDED_FIELDS = ('train_shots', 'pooling', 'batch_norm') + algorithms.ADDED_FIELDS
 
 
 def _loaders() -> dict:
@@ -121,8 +122,10 @@ def model_and_learners(config: Config) -> tuple[nn.Module, algorithms.Learners]:
   # dataset's image size (84x84, or 32x32 for CIFAR-FS and FC100).
   make = jaxmaml.Conv4 if config.dataset == 'omniglot' else jaxmaml.conv4_miniimagenet
   headless = config.algo.algorithm == 'protonets'
+  pooling = {} if config.pooling is None else {'pooling': config.pooling}
   model = make(
     None if headless else config.num_ways,
+    **pooling,
     conv=config.conv,
     batch_norm=config.batch_norm,
     bn_scale=config.bn_scale,
@@ -330,7 +333,10 @@ def meta_train(
     validate=validate,
     log_dir=workdir,
     log=logs.parse_logs(config.log),
-    desc=f'{config.algo.algorithm} {config.num_ways}-way {config.num_shots}-shot',
+    desc=(
+      f'{config.algo.algorithm}{" (first order)" if config.algo.first_order else ""} '
+      f'{config.num_ways}-way {config.num_shots}-shot'
+    ),
   )
   return run, compile_time
 
