@@ -8,8 +8,8 @@ kinds named (``LOGS``): ``'jsonl'`` appends each row as a JSON line to
 ``workdir/tensorboard`` through tensorboardX (a maintained writer that needs
 neither TensorFlow nor PyTorch; ``clu.metric_writers`` writes TensorBoard
 files only through TensorFlow), with a margin chart of the validation
-accuracy and its 95 % CI. A resumed run purges the events logged after the
-checkpoint it resumed from, so the curves show each step once.
+accuracy and its 95 % CI. A resumed run drops the rows and purges the events
+logged after the checkpoint it resumed from, so the logs hold each step once.
 
 ``log.jsonl`` is written line-atomically: each row is one ``write`` of a
 complete line to a file opened for appending, unbuffered (``flush``, at every
@@ -75,10 +75,10 @@ def _parse_row(line: bytes) -> dict | None:
   return row if isinstance(row, dict) else None
 
 
-def _rows(path: str) -> tuple[list[dict], int, bytes]:
-  """``(rows, end, dropped)``: the rows of ``log.jsonl`` at ``path``; ``end``,
-  where the file's last valid line ends; ``dropped``, what follows it (an
-  unparsable or partial last line, else ``b''``).
+def _rows(path: str) -> tuple[list[dict], list[int], bytes]:
+  """``(rows, ends, dropped)``: the rows of ``log.jsonl`` at ``path``; ``ends``,
+  where each row's line ends in the file; ``dropped``, what follows the last
+  (an unparsable or partial last line, else ``b''``).
 
   Raises:
     ValueError: naming the file and the line, for an unparsable line
@@ -89,7 +89,7 @@ def _rows(path: str) -> tuple[list[dict], int, bytes]:
   lines = data.split(b'\n')
   if lines[-1] == b'':  # The file ends with a newline (or is empty).
     lines.pop()
-  rows, end = [], 0
+  rows, ends = [], []
   for number, line in enumerate(lines, start=1):
     row = _parse_row(line)
     if row is None:
@@ -99,10 +99,10 @@ def _rows(path: str) -> tuple[list[dict], int, bytes]:
           'before its last line, which a killed run cannot cause: the file was edited or '
           'damaged. Fix or remove that line.'
         )
-      return rows, end, data[end:]
+      return rows, ends, data[ends[-1] if ends else 0 :]
     rows.append(row)
-    end += len(line) + 1
-  return rows, min(end, len(data)), b''
+    ends.append(min((ends[-1] if ends else 0) + len(line) + 1, len(data)))
+  return rows, ends, b''
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -155,13 +155,18 @@ def _last_byte(path: str) -> bytes:
     return f.read(1)
 
 
-def _jsonl(workdir: str) -> Writer:
+def _jsonl(workdir: str, start_step: int | None) -> Writer:
   path = os.path.join(workdir, 'log.jsonl')
   if os.path.exists(path):  # Appending after a partial line would corrupt the log.
-    rows, end, dropped = _rows(path)
+    rows, ends, dropped = _rows(path)
     if dropped:
       warnings.warn(_dropped_message('Dropping', path, len(rows) + 1, dropped), stacklevel=3)
-      os.truncate(path, end)
+    # The rows after the resumed checkpoint: the resumed run logs those steps again.
+    keep = len(rows)
+    if start_step is not None:
+      keep = next((i for i, r in enumerate(rows) if r.get('step', 0) > start_step), keep)
+    if dropped or keep < len(rows):
+      os.truncate(path, ends[keep - 1] if keep else 0)
   log = open(path, 'ab', buffering=0)  # O_APPEND, and no buffer to split a line.
   if os.path.getsize(path) and _last_byte(path) != b'\n':
     log.write(b'\n')  # A whole row without its newline: keep it, end its line.
@@ -217,13 +222,15 @@ def _tensorboard(workdir: str, start_step: int) -> Writer:
   return Writer(write, writer.flush, writer.close)
 
 
-def open_writer(workdir: str, kinds: Sequence[str], start_step: int = 0) -> Writer:
+def open_writer(workdir: str, kinds: Sequence[str], start_step: int | None = None) -> Writer:
   """One ``Writer`` for the logs named in ``kinds`` (``LOGS``), in ``workdir``.
 
   Args:
     workdir: where ``log.jsonl`` and ``tensorboard/`` are.
     kinds: a subset of ``LOGS``; empty: a writer that drops every row.
-    start_step: the iteration the run starts (resumes) from.
+    start_step: the iteration the run starts (resumes) from: the rows and
+      events logged after it (by the run that stopped there) are dropped.
+      None keeps every row.
 
   Raises:
     ValueError: for ``'jsonl'``, if the existing ``log.jsonl`` is corrupt
@@ -234,7 +241,10 @@ def open_writer(workdir: str, kinds: Sequence[str], start_step: int = 0) -> Writ
     UserWarning: for ``'jsonl'``, when a partial or unparsable last line of
       the existing ``log.jsonl`` is dropped before appending.
   """
-  writers = [_jsonl(workdir) if k == 'jsonl' else _tensorboard(workdir, start_step) for k in kinds]
+  writers = [
+    _jsonl(workdir, start_step) if k == 'jsonl' else _tensorboard(workdir, start_step or 0)
+    for k in kinds
+  ]
 
   def each(field: str) -> Callable:
     def call(*args):

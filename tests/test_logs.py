@@ -41,6 +41,22 @@ def test_resumed_writer_drops_a_partial_last_line(tmp_path):
     assert logs.read_log(path) == [*ROWS, {'step': 6, 'train_loss': 0.25}]
 
 
+@pytest.mark.parametrize('tail', ['', '{"step": 6, "train_lo'])
+def test_resumed_writer_drops_the_rows_logged_after_its_checkpoint(tmp_path, tail):
+  # A run checkpointed at step 2 and killed after logging step 4 (and perhaps
+  # while writing step 6) logs steps 4 and 6 again when it resumes from 2.
+  path = tmp_path / 'log.jsonl'
+  path.write_text(_text(ROWS) + tail)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # The partial line's warning: tested above.
+    writer = logs.open_writer(str(tmp_path), ('jsonl',), start_step=2)
+  writer.write({'step': 4, 'val_accuracy': 62.0})
+  writer.close()
+  assert logs.read_log(path) == [ROWS[0], {'step': 4, 'val_accuracy': 62.0}]
+  logs.open_writer(str(tmp_path), ('jsonl',), start_step=0).close()  # Before any checkpoint.
+  assert path.read_text() == ''
+
+
 def test_resumed_writer_drops_an_unparsable_last_line_and_keeps_a_whole_one(tmp_path):
   path = tmp_path / 'log.jsonl'
   path.write_text(_text(ROWS) + 'garbage\n')

@@ -62,14 +62,14 @@ def _checkpoints(workdir, **overrides) -> loop.Checkpoints:
   )
 
 
-def _run(workdir, num_iterations, step=None, **overrides) -> loop.Resumed:
+def _run(workdir, num_iterations, step=None, cadence=None, **overrides) -> loop.Resumed:
   default_step, initial, validate = _problem()
   checkpoints = _checkpoints(str(workdir), **overrides)
   return loop.run(
     step or default_step,
     loop.resume(checkpoints, initial),
     checkpoints,
-    loop.Cadence(num_iterations, **CADENCE),
+    loop.Cadence(num_iterations, **(cadence or CADENCE)),
     validate=validate,
     log_dir=str(workdir),
     log=('jsonl', 'tensorboard'),
@@ -127,23 +127,25 @@ class Crash(Exception):
 
 
 def test_crash_then_resume_is_bit_identical(uninterrupted, tmp_path):
-  """A run killed after iteration 5 (checkpointed at 4, logged at 4, some of 5
-  done) resumes from 4 to the uninterrupted run's state, and its TensorBoard
-  curves show each step once."""
+  """A run killed in iteration 7 (checkpointed at 4, logged and validated at
+  6) resumes from 4 to the uninterrupted run's state, and its logs, log.jsonl
+  and TensorBoard, show each step once, as the uninterrupted run's."""
   step = _problem()[0]
 
   def crashing(state, it):
-    if it == 5:
+    if it == 7:
       raise Crash
     return step(state, it)
 
   with pytest.raises(Crash):
-    _run(tmp_path, 8, crashing)
+    _run(tmp_path, 8, crashing, cadence=dict(CADENCE, checkpoint_every=4))
   assert os.listdir(tmp_path / 'state') == ['4']
+  assert max(row['step'] for row in logs.read_log(tmp_path / 'log.jsonl')) == 6
   _run(tmp_path, 8)
   workdir, once = uninterrupted
   _assert_bitwise_equal(_restored(tmp_path).state, once.state)
-  assert _logged(tmp_path)[1] == _logged(workdir)[1]
+  _assert_bitwise_equal(_restored(tmp_path).best_params, once.best_params)
+  assert _logged(tmp_path) == _logged(workdir)
 
 
 def test_async_saves_give_the_same_checkpoints(uninterrupted, tmp_path):

@@ -2,6 +2,9 @@
 
 from typing import NamedTuple
 
+from experiments import cli
+from experiments.fewshot import config as config_lib
+
 VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner steps).
   'second_order': dict(first_order=False, remat=False),
   'first_order': dict(first_order=True, remat=False),
@@ -15,23 +18,25 @@ VARIANTS = {  # remat='sqrt': two-level checkpointing, segments of ~sqrt(inner s
 # (``TRAINING_CONFIG``). Its meta-step measurement takes the algorithm fields
 # and ``train_inner_steps`` and keeps the shape's meta-batch and inner rate.
 TRAINING_CONFIG = 'omniglot_5way1shot'  # Of ``experiments.fewshot.config.CONFIGS``.
+
+
+def _protocol(name: str, *fields: str) -> dict:
+  """The algorithm fields that config ``name`` sets and its ``fields``, as overrides."""
+  config, default = config_lib.CONFIGS[name], cli.flatten(config_lib.Config().algo)
+  algo = {k: v for k, v in cli.flatten(config.algo).items() if v != default[k]}
+  return {**algo, **{f: getattr(config, f) for f in fields}}
+
+
 FAMILY = {
   'maml': {},
   'fomaml': dict(first_order=True),
   'anil': dict(algorithm='anil'),
   'meta_sgd': dict(algorithm='meta_sgd'),
-  # MAML++'s Omniglot config: 5 steps at 0.1 (learned per layer and step),
-  # meta-batch 8, MSL over the first 10 epochs of 500 iterations, cosine.
-  'maml_plus_plus': dict(
-    algorithm='maml_plus_plus',
-    inner_lr=0.1,
-    train_inner_steps=5,
-    eval_inner_steps=5,
-    meta_batch_size=8,
-    msl_iterations=5000,
-    outer_schedule='cosine',
-  ),
-  # Reptile: 5 inner SGD steps (50 at test), meta-batch 5, outer step 1
+  # The family's protocol configs (``experiments.fewshot.config``): their
+  # algorithm fields and the fields named, on MAML's network (MAML++'s config
+  # also max-pools and learns a BatchNorm scale, iMAML's learns the scale).
+  'maml_plus_plus': _protocol('omniglot_5way1shot_maml_plus_plus', 'meta_batch_size'),
+  # Reptile: 5 inner SGD steps at 0.1 (50 at test), meta-batch 5, outer step 1
   # annealed linearly to 0 (the paper's schedule; it uses inner Adam).
   'reptile': dict(
     algorithm='reptile',
@@ -42,21 +47,7 @@ FAMILY = {
     outer_lr=1.0,
     outer_schedule='linear',
   ),
-  # Reptile as its paper trains Omniglot 5-way 1-shot: 10 training shots per
-  # class, 5 inner Adam (b1=0) steps at 0.001 on shuffled batches of 10, 50
-  # steps at test on the 1-shot support.
-  'reptile_paper': dict(
-    algorithm='reptile',
-    inner_optimizer='adam',
-    inner_lr=0.001,
-    train_shots=10,
-    inner_batch_size=10,
-    train_inner_steps=5,
-    eval_inner_steps=50,
-    meta_batch_size=5,
-    outer_lr=1.0,
-    outer_schedule='linear',
-  ),
+  'reptile_paper': _protocol('omniglot_5way1shot_reptile', 'meta_batch_size', 'train_shots'),
   # iMAML: 10 proximal steps at 0.1, lambda 2, 5 CG iterations.
   'imaml': dict(
     algorithm='imaml',
@@ -66,18 +57,7 @@ FAMILY = {
     imaml_reg=2.0,
     cg_steps=5,
   ),
-  # iMAML with the authors' Omniglot settings: 16 steps at 0.1, lambda 2,
-  # 5 CG iterations on their damped system (cg_damping 1, reg_damping 10).
-  'imaml_damped': dict(
-    algorithm='imaml',
-    inner_lr=0.1,
-    train_inner_steps=16,
-    eval_inner_steps=16,
-    imaml_reg=2.0,
-    cg_steps=5,
-    cg_damping=1.0,
-    reg_damping=10.0,
-  ),
+  'imaml_damped': _protocol('omniglot_5way1shot_imaml'),
   'protonets': dict(algorithm='protonets'),
 }
 
