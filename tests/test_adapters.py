@@ -149,7 +149,11 @@ def test_conv4_meta_gradient_is_the_same_from_linen_nnx_and_equinox():
     blocks = [params[f'ConvBlock_{i}'] for i in range(4)]
     want_blocks = [want[f'ConvBlock_{i}'] for i in range(4)]
 
-    nnx_model = adapters.from_nnx(NnxConv4(3, rngs=nnx.Rngs(0)))
+    nnx_conv4 = NnxConv4(3, rngs=nnx.Rngs(0))
+    for norm in nnx_conv4.norms:  # nnx.BatchNorm makes its running statistics float32.
+      norm.mean = nnx.BatchStat(norm.mean[...].astype(jnp.float64))
+      norm.var = nnx.BatchStat(norm.var[...].astype(jnp.float64))
+    nnx_model = adapters.from_nnx(nnx_conv4)
     nnx_params = {
       'convs': {i: {'kernel': b['kernel']} for i, b in enumerate(blocks)},
       'norms': {i: {'scale': b['scale'], 'bias': b['bias']} for i, b in enumerate(blocks)},
