@@ -35,7 +35,7 @@ def test_the_committed_msgpack_reproduction_restores():
 def test_the_committed_runs_in_progress_restore():
   """The runs resumed across sessions (Orbax) restore with today's config
   fields, those added since they started taking their defaults."""
-  for name in ('omniglot_5way5shot',):
+  for name in ('omniglot_5way5shot', 'omniglot_5way1shot_reptile'):
     committed = os.path.join(ROOT, 'reproduction', name)
     config = config_lib.CONFIGS[name]
     model, learners = train.model_and_learners(config)
